@@ -1,0 +1,201 @@
+"""The `sam-triton` command line: export, build, serve, segment, demo.
+
+``main(argv)`` is separate from parsing so tests can call it; configuration flows from the flags
+into one options object per command, never from globals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from sam_triton.client import SamTritonError
+from sam_triton.client import segment_command
+from sam_triton.client.contract import DEFAULT_LIMITS, Limits
+
+from .presets import DEFAULT_SEED, PRESETS
+
+log = logging.getLogger("sam_triton")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--checkpoint", type=Path, help="An official SAM checkpoint (.pth state dict of vit_b, vit_l or vit_h).")
+    group.add_argument("--preset", choices=sorted(PRESETS), help="Seeded random weights of this architecture instead of a checkpoint (tests and benchmarks).")
+    parser.add_argument("--model-type", choices=sorted(PRESETS), help="The checkpoint's architecture; inferred from its weights when omitted.")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="The seed of --preset's random weights.")
+    parser.add_argument("--image", type=Path, help="The photo the ONNX check runs on (default: a photo from scikit-image).")
+    parser.add_argument("--skip-check", action="store_true", help="Skip the ONNX Runtime check against SamPredictor (not recommended).")
+
+
+def _add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, help="Where exports, downloads and the server's backend directory are cached (default: $SAM_TRITON_CACHE or ~/.cache/sam-triton).")
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_LIMITS.max_batch_size, help="Triton's max_batch_size for every model: the most requests dynamic batching merges.")
+    parser.add_argument("--max-prompts", type=int, default=DEFAULT_LIMITS.max_prompts, help="The most prompts (P) for one image in one decoder request.")
+    parser.add_argument("--max-points", type=int, default=DEFAULT_LIMITS.max_points, help="The most points (N) per prompt; a box counts as two points.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sam-triton", description="Segment Anything on Triton Inference Server.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    export = commands.add_parser("export", help="Export SAM to sam_encoder.onnx and sam_decoder.onnx, checked against SamPredictor.",
+                                 description="Export a SAM checkpoint (or preset) to ONNX and check both graphs with ONNX Runtime against Meta's SamPredictor on a real photo; fails with the figures if they disagree.")
+    _add_model_arguments(export)
+    export.add_argument("--out", type=Path, required=True, help="The directory to write sam_encoder.onnx, sam_decoder.onnx and manifest.json into.")
+
+    build = commands.add_parser("build", help="Export SAM and write a Triton model repository for a runtime.",
+                                description="Export SAM (reusing a cached export of the same weights) and write the model repository: sam_encoder, sam_decoder and the sam ensemble.")
+    _add_model_arguments(build)
+    _add_cache_argument(build)
+    _add_limit_arguments(build)
+    build.add_argument("--runtime", choices=["python", "onnxruntime", "tensorrt"], default="python",
+                       help="python: the embedded CPU default (python backend running ONNX Runtime); onnxruntime: Triton's onnxruntime backend; tensorrt: FP16 TensorRT engines on a GPU.")
+    build.add_argument("--repository", type=Path, required=True, help="The model repository directory to write.")
+    build.add_argument("--onnx-dir", type=Path, help="Where to export the ONNX graphs (default: a cache directory keyed by the weights).")
+    build.add_argument("--encoder-instances", type=int, default=1, help="Instances of sam_encoder (instance_group count).")
+    build.add_argument("--decoder-instances", type=int, default=1, help="Instances of sam_decoder (instance_group count).")
+    build.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per instance; 0 lets ONNX Runtime use every core.")
+    build.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"], help="Override the runtime's instance kind (e.g. KIND_GPU for onnxruntime in the NGC container).")
+
+    serve = commands.add_parser("serve", help="Serve a model repository with tritonserver until Ctrl-C or SIGTERM.",
+                                description="Start tritonserver (the embedded one from nvidia-pytriton unless --tritonserver is given), wait until every model is READY, print the gRPC address, and shut down cleanly on Ctrl-C or SIGTERM.")
+    serve.add_argument("--repository", type=Path, required=True, help="The model repository to serve.")
+    serve.add_argument("--host", default="127.0.0.1", help="The address to bind; the default serves this machine only. Use 0.0.0.0 to serve the network.")
+    serve.add_argument("--grpc-port", type=int, default=8001, help="The gRPC port.")
+    serve.add_argument("--http-port", type=int, default=8000, help="The HTTP port (also used for health checks).")
+    serve.add_argument("--metrics-port", type=int, default=8002, help="The Prometheus metrics port.")
+    serve.add_argument("--tritonserver", type=Path, help="A tritonserver binary to run instead of the embedded one (e.g. /opt/tritonserver/bin/tritonserver).")
+    serve.add_argument("--exit-timeout", type=int, default=30, help="Seconds tritonserver waits for in-flight requests on shutdown.")
+    serve.add_argument("--ready-timeout", type=float, default=600.0, help="Seconds to wait for every model to be READY.")
+    serve.add_argument("--log-file", type=Path, help="Where tritonserver's log goes (default: in the cache directory).")
+    _add_cache_argument(serve)
+
+    segment = commands.add_parser("segment", help="Segment a photo with point and box prompts through a running server.",
+                                  description="Send a photo and its prompts to a running server and write the mask PNGs, an overlay PNG and the scores.")
+    segment_command.add_arguments(segment)
+
+    demo = commands.add_parser("demo", help="The whole flow on the embedded CPU server: build, serve, segment a real photo.",
+                               description="Build the python-runtime repository from $SAM_CHECKPOINT (or Meta's ViT-B, downloaded; or seeded random ViT-B weights where there is no network), start the embedded tritonserver, segment a photo with a point and a box, write masks and overlays, and stop.")
+    demo.add_argument("--checkpoint", type=Path, help="A SAM checkpoint (default: $SAM_CHECKPOINT, else Meta's ViT-B).")
+    demo.add_argument("--image", type=Path, help="The photo to segment (default: scikit-image's cat photo).")
+    demo.add_argument("--out", type=Path, default=Path("demo_out"), help="The directory for masks, overlays and scores.")
+    demo.add_argument("--repository", type=Path, default=Path("model_repository"), help="The model repository to build and serve.")
+    _add_cache_argument(demo)
+    return parser
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    from .tritonserver import default_cache_dir
+
+    return args.cache_dir or default_cache_dir()
+
+
+def _choice(args: argparse.Namespace):
+    from .pipeline import ModelChoice
+
+    return ModelChoice(checkpoint=args.checkpoint, model_type=args.preset or args.model_type, seed=args.seed)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .pipeline import prepare_onnx
+
+    out, manifest = prepare_onnx(_choice(args), cache_dir=Path(args.out), onnx_dir=args.out, check_image=args.image,
+                                 check=not args.skip_check, force=True)
+    print(f"wrote {out / 'sam_encoder.onnx'}, {out / 'sam_decoder.onnx'} and {out / 'manifest.json'}")
+    if "check" in manifest:
+        check = manifest["check"]
+        print(f"ONNX Runtime vs SamPredictor on {check['image']}: embedding rel L2 {check['embedding_rel_l2']:.2e},"
+              f" worst logits rel L2 {max(check['logits_rel_l2'].values()):.2e}, worst IoU error {max(check['iou_abs'].values()):.2e}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .pipeline import prepare_onnx
+    from .repository import RepositoryOptions, assemble
+
+    options = RepositoryOptions(
+        runtime=args.runtime,
+        limits=Limits(max_batch_size=args.max_batch_size, max_prompts=args.max_prompts, max_points=args.max_points),
+        encoder_instances=args.encoder_instances,
+        decoder_instances=args.decoder_instances,
+        instance_kind=args.instance_kind,
+        intra_op_threads=args.threads,
+    )
+    if args.runtime == "tensorrt":
+        from .tensorrt_engine import require_tensorrt
+
+        require_tensorrt()  # fail fast, before a long export
+    onnx_dir, manifest = prepare_onnx(_choice(args), cache_dir=_cache_dir(args), onnx_dir=args.onnx_dir,
+                                      check_image=args.image, check=not args.skip_check)
+    assemble(args.repository, options, onnx_dir=onnx_dir)
+    print(f"wrote the {args.runtime} model repository at {args.repository} ({manifest['source']})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .tritonserver import ServerConfig, TritonServer
+
+    config = ServerConfig(
+        repository=args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+        metrics_port=args.metrics_port, tritonserver=args.tritonserver, exit_timeout_s=args.exit_timeout,
+    )
+    server = TritonServer(config, log_path=args.log_file, cache_dir=_cache_dir(args))
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.start(timeout_s=args.ready_timeout)
+        print(f"serving {args.repository} on gRPC {config.grpc_url} (HTTP {config.http_url}); log: {server.log_path}", flush=True)
+        status = server.wait()
+        print(f"tritonserver exited on its own with status {status}:\n{server.log_tail()}", file=sys.stderr)
+        return status or 1
+    except KeyboardInterrupt:
+        print("shutting down: draining in-flight requests", flush=True)
+        status = server.stop()
+        return 0 if status in (0, None) else status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    summaries = run_demo(DemoConfig(out_dir=args.out, repository=args.repository, cache_dir=_cache_dir(args),
+                                    checkpoint=args.checkpoint, image=args.image))
+    for name, summary in summaries.items():
+        scores = ", ".join(f"{s:.4f}" for s in summary["scores"])
+        print(f"{name} prompt: predicted IoU {scores}; overlay {summary['overlay']}")
+    return 0
+
+
+COMMANDS = {
+    "export": cmd_export,
+    "build": cmd_build,
+    "serve": cmd_serve,
+    "segment": segment_command.run,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (SamTritonError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        # Errors we raise carry their own explanation; a traceback would only hide it.
+        print(f"sam-triton {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

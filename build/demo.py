@@ -1,0 +1,84 @@
+"""The main job on the embedded default: checkpoint -> ONNX -> CPU tritonserver -> client -> masks.
+
+Weights: ``--checkpoint`` or ``$SAM_CHECKPOINT``; otherwise Meta's ViT-B checkpoint, downloaded
+into the cache; where it cannot be downloaded, seeded random ViT-B weights, with a loud warning
+that the masks are then meaningless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from sam_triton.client import SamClient
+from sam_triton.client.segment_command import segment_to_files
+
+from .checkpoints import checkpoint_or_none
+from .pipeline import ModelChoice, prepare_onnx
+from .repository import RepositoryOptions, assemble
+from .sample_images import sample_photo
+from .tritonserver import ServerConfig, TritonServer, free_port
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_WARNING = """
+************************************************************************************
+*  No SAM checkpoint: $SAM_CHECKPOINT is unset and Meta's ViT-B checkpoint could   *
+*  not be downloaded. Falling back to SEEDED RANDOM ViT-B WEIGHTS: the pipeline    *
+*  runs end to end, but THE MASKS ARE MEANINGLESS. Set SAM_CHECKPOINT=/path/to/    *
+*  sam_vit_b_01ec64.pth (or pass --checkpoint) for real masks.                     *
+************************************************************************************"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    out_dir: Path
+    repository: Path
+    cache_dir: Path
+    checkpoint: Optional[Path] = None
+    image: Optional[Path] = None
+    model_type: str = "vit_b"
+
+
+def choose_weights(config: DemoConfig) -> ModelChoice:
+    checkpoint = config.checkpoint or (Path(os.environ["SAM_CHECKPOINT"]) if os.environ.get("SAM_CHECKPOINT") else None)
+    if checkpoint is None:
+        checkpoint = checkpoint_or_none(config.model_type, config.cache_dir)
+    if checkpoint is None:
+        log.warning(RANDOM_WEIGHTS_WARNING)
+        return ModelChoice(model_type=config.model_type)
+    return ModelChoice(checkpoint=checkpoint)
+
+
+def demo_prompts(height: int, width: int) -> dict:
+    """A point prompt and a box prompt. For the default photo (scikit-image's cat) they sit on the cat."""
+    return {
+        "point": {"point_coords": np.array([[width * 0.55, height * 0.45]]), "point_labels": np.array([1])},
+        "box": {"box": np.array([width * 0.2, height * 0.05, width * 0.95, height * 0.95])},
+    }
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Build, serve, segment with a point and a box; returns the per-prompt summaries."""
+    choice = choose_weights(config)
+    onnx_dir, manifest = prepare_onnx(choice, cache_dir=config.cache_dir, check_image=config.image)
+    assemble(config.repository, RepositoryOptions(runtime="python"), onnx_dir=onnx_dir)
+    image_name, image = sample_photo(config.image)
+    server_config = ServerConfig(
+        repository=config.repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
+    )
+    summaries = {}
+    with TritonServer(server_config, cache_dir=config.cache_dir) as server, SamClient(server.config.grpc_url, timeout_s=300) as client:
+        log.info("segmenting %s (%dx%d) with %s", image_name, image.shape[1], image.shape[0], manifest["source"])
+        for name, prompt in demo_prompts(*image.shape[:2]).items():
+            summaries[name] = segment_to_files(
+                client, image, prompt, Path(config.out_dir) / name, multimask=(name == "point"), ensemble=(name == "box")
+            )
+    if choice.checkpoint is None:
+        log.warning(RANDOM_WEIGHTS_WARNING)
+    return summaries

@@ -1,0 +1,82 @@
+"""config.pbtxt text for sam_encoder, sam_decoder and the sam ensemble, from the contract.
+
+Inputs, outputs and their dims come from ``sam_triton.client.contract``; batch and prompt limits
+from ``Limits``; runtime lines (backend or platform, instance kind, parameters) from the runtime
+registry in ``runtimes``. Nothing here is typed twice.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Sequence
+
+from sam_triton.client import contract
+from sam_triton.client.contract import Limits, TensorSpec
+
+
+def _tensor(spec: TensorSpec) -> str:
+    dims = ", ".join(str(d) for d in spec.dims)
+    return f'  {{\n    name: "{spec.name}"\n    data_type: TYPE_{spec.dtype}\n    dims: [ {dims} ]\n  }}'
+
+
+def _tensors(kind: str, specs: Sequence[TensorSpec]) -> str:
+    return f"{kind} [\n" + ",\n".join(_tensor(s) for s in specs) + "\n]"
+
+
+def _parameters(params: Dict[str, str]) -> List[str]:
+    return [
+        f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}'
+        for key, value in sorted(params.items())
+    ]
+
+
+def model_config(
+    *,
+    name: str,
+    runtime_lines: Iterable[str],
+    limits: Limits,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    instance_count: int,
+    instance_kind: str,
+    queue_delay_us: int,
+    parameters: Dict[str, str],
+    extra_blocks: Sequence[str] = (),
+) -> str:
+    """One model's config.pbtxt: batching, instances, tensors and parameters."""
+    blocks = [f'name: "{name}"', *runtime_lines, f"max_batch_size: {limits.max_batch_size}"]
+    blocks.append(_tensors("input", inputs))
+    blocks.append(_tensors("output", outputs))
+    blocks.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}")
+    blocks.append(f"instance_group [\n  {{\n    count: {instance_count}\n    kind: {instance_kind}\n  }}\n]")
+    blocks.extend(_parameters(parameters))
+    blocks.extend(extra_blocks)
+    return "\n".join(blocks) + "\n"
+
+
+def _step(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str:
+    maps = [f'      input_map {{ key: "{s.name}" value: "{s.name}" }}' for s in inputs]
+    maps += [f'      output_map {{ key: "{s.name}" value: "{s.name}" }}' for s in outputs]
+    return "    {\n" + f'      model_name: "{model}"\n      model_version: -1\n' + "\n".join(maps) + "\n    }"
+
+
+def ensemble_config(limits: Limits) -> str:
+    """The ``sam`` ensemble: image and prompts -> sam_encoder -> sam_decoder -> masks and scores."""
+    steps = [
+        _step(contract.ENCODER_MODEL, contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS),
+        _step(contract.DECODER_MODEL, contract.DECODER_INPUTS, contract.DECODER_OUTPUTS),
+    ]
+    blocks = [
+        f'name: "{contract.ENSEMBLE_MODEL}"',
+        'platform: "ensemble"',
+        f"max_batch_size: {limits.max_batch_size}",
+        _tensors("input", contract.ENSEMBLE_INPUTS),
+        _tensors("output", contract.ENSEMBLE_OUTPUTS),
+        "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}",
+    ]
+    return "\n".join(blocks) + "\n"
+
+
+def limit_parameters(limits: Limits) -> Dict[str, str]:
+    """The decoder's prompt limits, published in its config for clients and the python model."""
+    return {"max_prompts": str(limits.max_prompts), "max_points": str(limits.max_points)}
+

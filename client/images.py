@@ -1,0 +1,56 @@
+"""Read photos and write masks and overlays as PNG files (PIL only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Distinct, readable colors for up to 10 masks (then they repeat).
+PALETTE = np.array(
+    [
+        (30, 144, 255), (255, 99, 71), (50, 205, 50), (255, 215, 0), (186, 85, 211),
+        (0, 206, 209), (255, 140, 0), (199, 21, 133), (127, 255, 0), (100, 149, 237),
+    ],
+    dtype=np.float32,
+)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file -> HxWx3 uint8 RGB (as SAM's examples read them: no EXIF rotation)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def save_mask(mask: np.ndarray, path: Path) -> Path:
+    """HxW bool -> a black/white 8-bit PNG."""
+    Image.fromarray((np.asarray(mask, bool) * 255).astype(np.uint8), mode="L").save(path)
+    return Path(path)
+
+
+def overlay(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    *,
+    points: Optional[np.ndarray] = None,
+    labels: Optional[np.ndarray] = None,
+    box: Optional[np.ndarray] = None,
+    alpha: float = 0.5,
+) -> Image.Image:
+    """The image with each mask tinted in its own color, and the prompts drawn on top."""
+    out = image.astype(np.float32)
+    for i, mask in enumerate(masks):
+        mask = np.asarray(mask, bool)
+        out[mask] = (1 - alpha) * out[mask] + alpha * PALETTE[i % len(PALETTE)]
+    picture = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    radius = max(3, round(max(image.shape[:2]) / 150))
+    if box is not None:
+        draw.rectangle([float(v) for v in np.asarray(box).reshape(4)], outline=(0, 255, 0), width=max(2, radius // 2))
+    if points is not None:
+        for (x, y), label in zip(np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1)):
+            color = (0, 255, 0) if label == 1 else (255, 0, 0)
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color, outline=(255, 255, 255))
+    return picture

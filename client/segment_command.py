@@ -1,0 +1,104 @@
+"""`sam-triton segment`: one photo and its prompts in, mask PNGs, an overlay PNG and scores out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .client import SamClient
+from .errors import InvalidInputError
+from .images import load_image, overlay, save_mask
+
+log = logging.getLogger(__name__)
+
+
+def parse_point(text: str) -> Tuple[float, float, int]:
+    """'X,Y' or 'X,Y,LABEL' (label 1 foreground, the default, or 0 background)."""
+    parts = text.split(",")
+    try:
+        if len(parts) == 2:
+            return float(parts[0]), float(parts[1]), 1
+        if len(parts) == 3:
+            return float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"--point {text!r}: expected X,Y or X,Y,LABEL in pixels of the image, LABEL 1 or 0")
+
+
+def parse_box(text: str) -> Tuple[float, float, float, float]:
+    """'X0,Y0,X1,Y1' in pixels of the image."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"--box {text!r}: expected X0,Y0,X1,Y1 in pixels of the image")
+    return values  # type: ignore[return-value]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="The photo to segment (any format PIL reads; converted to RGB).")
+    parser.add_argument("--point", type=parse_point, action="append", default=[], metavar="X,Y[,LABEL]",
+                        help="A click in image pixels; LABEL is 1 for foreground (the default) or 0 for background. Repeat for several points.")
+    parser.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="A box prompt in image pixels.")
+    parser.add_argument("--url", default="127.0.0.1:8001", help="The gRPC address of the Triton server (host:port).")
+    parser.add_argument("--out", type=Path, default=Path("out"), help="The directory to write mask_<i>.png, overlay.png and scores.json into.")
+    parser.add_argument("--single-mask", action="store_true",
+                        help="Ask for SAM's single-mask output instead of its three multimask candidates (better for several points or a box).")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="Send one request through the 'sam' ensemble instead of sam_encoder then sam_decoder.")
+    parser.add_argument("--timeout-s", type=float, default=120.0, help="The time limit of each request, in seconds.")
+
+
+def prompts_from(points: List[Tuple[float, float, int]], box: Optional[Tuple[float, ...]]) -> dict:
+    prompt: dict = {}
+    if points:
+        prompt["point_coords"] = np.array([p[:2] for p in points], dtype=np.float64)
+        prompt["point_labels"] = np.array([p[2] for p in points], dtype=np.int64)
+    if box is not None:
+        prompt["box"] = np.array(box, dtype=np.float64)
+    if not prompt:
+        raise InvalidInputError("--point/--box", "no prompt given; expected at least one --point or a --box")
+    return prompt
+
+
+def segment_to_files(
+    client: SamClient, image: np.ndarray, prompt: dict, out_dir: Path, *, multimask: bool, ensemble: bool
+) -> dict:
+    """Segment ``image`` and write mask_<i>.png, overlay.png (best mask) and scores.json into ``out_dir``."""
+    if ensemble:
+        masks, scores, _ = client.segment(image, multimask_output=multimask, **prompt)
+    else:
+        client.set_image(image)
+        masks, scores, _ = client.predict(multimask_output=multimask, **prompt)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [str(save_mask(mask, out_dir / f"mask_{i}.png")) for i, mask in enumerate(masks)]
+    best = int(np.argmax(scores))
+    overlay(image, [masks[best]], points=prompt.get("point_coords"), labels=prompt.get("point_labels"),
+            box=prompt.get("box")).save(out_dir / "overlay.png")
+    summary = {
+        "scores": [float(s) for s in scores],
+        "best": best,
+        "masks": files,
+        "overlay": str(out_dir / "overlay.png"),
+        "mask_pixels": [int(m.sum()) for m in masks],
+    }
+    (out_dir / "scores.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    image = load_image(args.image)
+    prompt = prompts_from(args.point, args.box)
+    with SamClient(args.url, timeout_s=args.timeout_s) as client:
+        summary = segment_to_files(client, image, prompt, args.out, multimask=not args.single_mask, ensemble=args.ensemble)
+    for i, score in enumerate(summary["scores"]):
+        marker = "  <- best" if i == summary["best"] else ""
+        print(f"mask {i}: predicted IoU {score:.4f}, {summary['mask_pixels'][i]} pixels -> {summary['masks'][i]}{marker}")
+    print(f"overlay: {summary['overlay']}")
+    return 0
