@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,8 @@ from typing import List, Optional, Sequence, Tuple
 log = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 4000
+# Triton logs: E... model_lifecycle.cc:642] "failed to load 'sam_decoder' version 1: Internal: ..."
+LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 
 
 class ServerStartError(RuntimeError):
@@ -186,8 +189,11 @@ class TritonServer:
         pending = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in models]
         while pending:
             if self.process is not None and self.process.poll() is not None:
+                failures = self.load_failures()
+                reason = "\n".join(f"  model '{m}' failed to load: {why}" for m, why in failures) or self.log_tail()
                 raise ServerStartError(
-                    f"tritonserver exited with status {self.process.returncode} before it was ready:\n{self.log_tail()}"
+                    f"tritonserver exited with status {self.process.returncode} before it was ready:\n{reason}\n"
+                    f"(full server log: {self.log_path})"
                 )
             if time.monotonic() > deadline:
                 raise ServerStartError(f"tritonserver was not ready within {timeout_s:.0f} s (waiting for {pending[0]}):\n{self.log_tail()}")
@@ -229,6 +235,19 @@ class TritonServer:
         if self.process is None:
             raise RuntimeError("tritonserver was not started")
         return self.process.wait()
+
+    def load_failures(self) -> List[Tuple[str, str]]:
+        """(model, Triton's reason) for each model the log says failed to load."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        failures = []
+        for model, reason in LOAD_FAILURE.findall(text):
+            reason = reason.split("\\n\\nAt:")[0].replace("\\n", " ").strip()
+            if (model, reason) not in failures:
+                failures.append((model, reason))
+        return failures
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         try:

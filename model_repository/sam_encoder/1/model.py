@@ -1,0 +1,145 @@
+"""Triton python-backend model: runs this version directory's model.onnx with ONNX Runtime.
+
+Written by `sam-triton build --runtime python` (the embedded default's runtime) into both
+sam_encoder/1/ and sam_decoder/1/; it reads everything model-specific from config.pbtxt, so one
+file serves both. It needs only numpy and onnxruntime, so the repository also runs under any
+tritonserver whose python backend can import them.
+
+Bad requests get a Triton error naming the input and what was expected; the model never raises
+out of execute(), so the stub keeps serving.
+"""
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+# Value rules of the tensor contract, by input name. Triton itself has already checked dtypes and
+# dims against config.pbtxt; these are the checks only the values can fail.
+IMAGE_SIZE = 1024
+POINT_LABELS = (-1.0, 0.0, 1.0, 2.0, 3.0)
+
+
+class RequestError(ValueError):
+    """A request's input broke the contract; the message goes back to the client."""
+
+
+def _parameter(config, key, default):
+    entry = config.get("parameters", {}).get(key)
+    return entry["string_value"] if entry and entry.get("string_value", "") != "" else default
+
+
+def _check_values(name, array, limits):
+    """Raise RequestError if an input's values break the contract (array has the batch dim)."""
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise RequestError(f"input '{name}': contains NaN or infinity; expected finite values")
+    if name == "input_size":
+        if np.any(array < 1) or np.any(array > IMAGE_SIZE):
+            raise RequestError(
+                f"input 'input_size': got {array.reshape(-1, 2).tolist()}; expected (h, w) each in [1, {IMAGE_SIZE}]"
+                " (the resized image before padding)"
+            )
+    elif name == "point_labels":
+        bad = ~np.isin(array, POINT_LABELS)
+        if np.any(bad):
+            raise RequestError(
+                f"input 'point_labels': got values {sorted(set(array[bad].tolist()))[:5]}; expected -1 (padding),"
+                " 0 (background), 1 (foreground), 2 (box top-left) or 3 (box bottom-right)"
+            )
+        if array.shape[1] > limits["max_prompts"]:
+            raise RequestError(f"input 'point_labels': {array.shape[1]} prompts; at most {limits['max_prompts']} per request")
+        if array.shape[2] > limits["max_points"]:
+            raise RequestError(f"input 'point_labels': {array.shape[2]} points per prompt; at most {limits['max_points']}")
+    elif name == "has_mask_input":
+        if not np.all(np.isin(array, (0.0, 1.0))):
+            raise RequestError("input 'has_mask_input': expected 0 or 1 per prompt")
+
+
+def _check_consistent(arrays):
+    """The decoder's prompt inputs must agree on P (prompts) and N (points)."""
+    if "point_coords" not in arrays:
+        return
+    batch, prompts, points = arrays["point_coords"].shape[:3]
+    expected = {
+        "point_labels": (batch, prompts, points),
+        "mask_input": (batch, prompts),
+        "has_mask_input": (batch, prompts),
+    }
+    for name, shape in expected.items():
+        got = arrays[name].shape[: len(shape)]
+        if got != shape:
+            raise RequestError(
+                f"input '{name}': leading dims {list(got)} do not match point_coords {list(shape)}; expected the same"
+                " prompts (P) and points (N) in point_coords, point_labels, mask_input and has_mask_input"
+            )
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.model_name = config["name"]
+        self.input_names = [i["name"] for i in config["input"]]
+        self.output_names = [o["name"] for o in config["output"]]
+        self.limits = {
+            "max_prompts": int(_parameter(config, "max_prompts", "1000000")),
+            "max_points": int(_parameter(config, "max_points", "1000000")),
+        }
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(_parameter(config, "intra_op_num_threads", "0"))
+        options.inter_op_num_threads = int(_parameter(config, "inter_op_num_threads", "0"))
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def _read(self, request):
+        arrays = {}
+        for name in self.input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                raise RequestError(f"input '{name}': missing; expected inputs {self.input_names}")
+            arrays[name] = tensor.as_numpy()
+            _check_values(name, arrays[name], self.limits)
+        _check_consistent(arrays)
+        return arrays
+
+    def _error(self, message, invalid_argument=True):
+        code = getattr(pb_utils.TritonError, "INVALID_ARG" if invalid_argument else "INTERNAL", None)
+        error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+        return pb_utils.InferenceResponse(output_tensors=[], error=error)
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        groups = {}  # requests of equal shapes run as one ONNX Runtime batch
+        for index, request in enumerate(requests):
+            try:
+                arrays = self._read(request)
+            except RequestError as exc:
+                responses[index] = self._error(str(exc))
+                continue
+            except Exception as exc:  # never let a request take the stub down
+                responses[index] = self._error(f"could not read the request: {exc}")
+                continue
+            key = tuple(arrays[n].shape[1:] for n in self.input_names)
+            groups.setdefault(key, []).append((index, arrays))
+        for members in groups.values():
+            self._run_group(members, responses)
+        return responses
+
+    def _run_group(self, members, responses):
+        feed = {n: np.concatenate([arrays[n] for _, arrays in members]) for n in self.input_names}
+        try:
+            outputs = self.session.run(self.output_names, feed)
+        except Exception as exc:
+            for index, _ in members:
+                responses[index] = self._error(f"{self.model_name} failed: {exc}", invalid_argument=False)
+            return
+        start = 0
+        for index, arrays in members:
+            stop = start + arrays[self.input_names[0]].shape[0]
+            tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o[start:stop])) for n, o in zip(self.output_names, outputs)]
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            start = stop
+
+    def finalize(self):
+        self.session = None

@@ -1,0 +1,93 @@
+"""Shared fixtures: the tiny preset, its checked ONNX export, a repository and a real tritonserver.
+
+The server is the embedded tritonserver from nvidia-pytriton on free loopback ports; it is
+started once per session and always stopped, with its log printed when a test failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+
+from sam_triton.build.repository import RepositoryOptions, assemble
+from sam_triton.build.tritonserver import ServerConfig, TritonServer, free_port
+from sam_triton.client.images import load_image
+
+IMAGES_DIR = Path(__file__).parent / "images"
+IMAGE_NAMES = ("truck", "dog", "groceries")
+
+
+@pytest.fixture(scope="session")
+def images() -> Dict[str, np.ndarray]:
+    """The real photos: name -> HxWx3 uint8 RGB."""
+    return {name: load_image(IMAGES_DIR / f"{name}.jpg") for name in IMAGE_NAMES}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    from sam_triton.build.presets import build_random
+
+    return build_random("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(cache_dir, tiny_sam):
+    """(onnx_dir, manifest) of the tiny preset, exported and checked against SamPredictor."""
+    from sam_triton.build.pipeline import ModelChoice, prepare_onnx
+
+    return prepare_onnx(ModelChoice(model_type="tiny"), cache_dir=cache_dir, check_image=IMAGES_DIR / "truck.jpg")
+
+
+def start_server(repository: Path, cache_dir: Path, log_path: Path, **overrides) -> TritonServer:
+    config = ServerConfig(
+        repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(), **overrides
+    )
+    return TritonServer(config, log_path=log_path, cache_dir=cache_dir).start()
+
+
+@pytest.fixture(scope="session")
+def python_repository(tmp_path_factory, tiny_onnx) -> Path:
+    repository = tmp_path_factory.mktemp("repo") / "model_repository"
+    return assemble(repository, RepositoryOptions(runtime="python"), onnx_dir=tiny_onnx[0])
+
+
+@pytest.fixture(scope="session")
+def server(request, python_repository, cache_dir, tmp_path_factory):
+    """A running tritonserver serving the tiny preset's python-runtime repository."""
+    log_path = tmp_path_factory.mktemp("logs") / "tritonserver.log"
+    srv = start_server(python_repository, cache_dir, log_path)
+    failed_before = request.session.testsfailed
+    yield srv
+    srv.stop()
+    if request.session.testsfailed > failed_before:
+        print(f"\n--- tritonserver log ({log_path}) ---\n{srv.log_tail(20000)}")
+
+
+@pytest.fixture(scope="session")
+def grpc_url(server) -> str:
+    return server.config.grpc_url
+
+
+@pytest.fixture(scope="session")
+def predictor_for(tiny_sam):
+    """SamPredictor on the tiny preset, with set_image cached per image name."""
+    from segment_anything import SamPredictor
+
+    predictors = {}
+
+    def get(name: str, image: np.ndarray):
+        if name not in predictors:
+            predictor = SamPredictor(tiny_sam)
+            predictor.set_image(image)
+            predictors[name] = predictor
+        return predictors[name]
+
+    return get
