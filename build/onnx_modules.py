@@ -27,7 +27,7 @@ class SamEncoderGraph(nn.Module):
         self.register_buffer("pixel_mean", sam.pixel_mean.detach().clone().view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", sam.pixel_std.detach().clone().view(1, 3, 1, 1), persistent=False)
         # A float index grid: comparing floats keeps int64 arithmetic out of the graph.
-        self.register_buffer("pixel_index", torch.arange(IMAGE_SIZE, dtype=torch.float32), persistent=False)
+        self.register_buffer("pixel_index", torch.arange(IMAGE_SIZE, dtype=torch.float32, device=sam.pixel_mean.device), persistent=False)
 
     def preprocess(self, image: torch.Tensor, input_size: torch.Tensor) -> torch.Tensor:
         """Bx1024x1024x3 uint8 -> Bx3x1024x1024 normalized, zero outside (h, w): Sam.preprocess."""

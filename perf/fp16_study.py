@@ -201,6 +201,47 @@ def encoder_latency_ms(encoder, device, repeats: int = 10) -> float:
     return float(np.median(times))
 
 
+def layernorm_input_absmax(encoder, image: np.ndarray, device) -> float:
+    """The largest |x| entering any LayerNorm of the encoder in FP32: FP16 overflows past 65504,
+    and LayerNorm's variance (x squared) past |x| = 256."""
+    import torch
+    from segment_anything.modeling.common import LayerNorm2d
+
+    from sam_triton.client.transforms import prepare_image
+
+    seen = []
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, args: seen.append(float(args[0].abs().max())))
+        for m in encoder.modules() if isinstance(m, (torch.nn.LayerNorm, LayerNorm2d))
+    ]
+    padded, input_size = prepare_image(image)
+    with torch.no_grad():
+        encoder(torch.from_numpy(padded[None]).to(device), torch.from_numpy(input_size[None]).to(device))
+    for hook in hooks:
+        hook.remove()
+    return max(seen)
+
+
+def decoder_latency_ms(decoder, device, prompts: int = 64, repeats: int = 10) -> float:
+    """One decoder call with ``prompts`` single-click prompts (the automatic-mask batch size)."""
+    import torch
+
+    dtype = next(decoder.parameters()).dtype
+    args = [torch.zeros(shape, device=device, dtype=dtype) for shape in
+            ((1, 256, 64, 64), (1, prompts, 2, 2), (1, prompts, 2), (1, prompts, 1, 256, 256), (1, prompts))]
+    with torch.no_grad():
+        for _ in range(3):
+            decoder(*args)
+        _synchronize(device)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            decoder(*args)
+            _synchronize(device)
+            times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
 def study(model_types: Sequence[str], images: Dict[str, np.ndarray], device, dtype) -> List[dict]:
     from sam_triton.build.onnx_modules import SamDecoderGraph, SamEncoderGraph
     from sam_triton.build.presets import build_random
@@ -211,14 +252,19 @@ def study(model_types: Sequence[str], images: Dict[str, np.ndarray], device, dty
         reference_graphs = (SamEncoderGraph(sam).eval(), SamDecoderGraph(sam).eval())
         references = {name: run_pipeline(*reference_graphs, image, _prompts(*image.shape[:2]), device)
                       for name, image in images.items()}
-        fp32_ms = encoder_latency_ms(reference_graphs[0], device)
-        rows.append({"model": model_type, "variant": "fp32", "encoder_ms_pytorch": fp32_ms})
+        rows.append({
+            "model": model_type, "variant": "fp32",
+            "encoder_ms_pytorch": encoder_latency_ms(reference_graphs[0], device),
+            "decoder64_ms_pytorch": decoder_latency_ms(reference_graphs[1], device),
+            "layernorm_input_absmax": max(layernorm_input_absmax(reference_graphs[0], image, device) for image in images.values()),
+        })
         for variant, groups in VARIANTS.items():
             graphs = make_variant(sam, groups, dtype)
             per_image = [compare(run_pipeline(*graphs, image, _prompts(*image.shape[:2]), device), references[name])
                          for name, image in images.items()]
             row = {"model": model_type, "variant": variant, "fp32_groups": list(groups),
-                   "encoder_ms_pytorch": encoder_latency_ms(graphs[0], device)}
+                   "encoder_ms_pytorch": encoder_latency_ms(graphs[0], device),
+                   "decoder64_ms_pytorch": decoder_latency_ms(graphs[1], device)}
             for key in per_image[0]:
                 values = [p[key] for p in per_image]
                 row[key] = min(values) if key.endswith("_min") else (float(np.mean(values)) if key.endswith("_mean") else max(values))
@@ -233,16 +279,18 @@ def markdown(rows: List[dict], device_name: str) -> str:
         f"Reduced-precision study on {device_name} (PyTorch as the stand-in for TensorRT; seeded random weights;"
         f" photos {', '.join(IMAGES)}; prompts: one point, fg/bg points, box, box + point)",
         "",
-        "| model | variant (kept FP32) | embedding rel L2 | logits rel L2 (max) | IoU-pred err (max) | mask IoU min | mask IoU mean | encoder ms (PyTorch) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | variant (kept FP32) | embedding rel L2 | logits rel L2 (max) | IoU-pred err (max) | mask IoU min | mask IoU mean | encoder ms | decoder ms, 64 prompts |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["variant"] == "fp32":
-            lines.append(f"| {r['model']} | fp32 (reference) | - | - | - | - | - | {r['encoder_ms_pytorch']:.1f} |")
+            lines.append(f"| {r['model']} | fp32 (reference; LayerNorm input max abs {r['layernorm_input_absmax']:.1f}) | - | - | - | - | - |"
+                         f" {r['encoder_ms_pytorch']:.1f} | {r['decoder64_ms_pytorch']:.1f} |")
             continue
         lines.append(
             f"| {r['model']} | {r['variant']} | {r['embedding_rel_l2']:.2e} | {r['logits_rel_l2_max']:.2e} | "
             f"{r['iou_abs_max']:.2e} | {r['mask_iou_min']:.4f} | {r['mask_iou_mean']:.4f} | {r['encoder_ms_pytorch']:.1f} |"
+            f" {r['decoder64_ms_pytorch']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
