@@ -30,7 +30,8 @@ class SamEncoderGraph(nn.Module):
         self.register_buffer("pixel_index", torch.arange(IMAGE_SIZE, dtype=torch.float32), persistent=False)
 
     def forward(self, image: torch.Tensor, input_size: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        # Cast before anything else: TensorRT takes UINT8 only as a network input feeding a cast.
+        x = image.to(torch.float32).permute(0, 3, 1, 2)
         x = (x - self.pixel_mean) / self.pixel_std
         size = input_size.to(torch.float32)
         inside_rows = self.pixel_index.view(1, 1, IMAGE_SIZE, 1) < size[:, 0].view(-1, 1, 1, 1)
