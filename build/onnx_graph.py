@@ -95,10 +95,15 @@ class GraphIndex:
         return found[0] if len(found) == 1 else None
 
     def constant_value(self, tensor: str) -> Optional[np.ndarray]:
+        while tensor in self.producer and self.producer[tensor].op_type == "Identity":
+            tensor = self.producer[tensor].input[0]
         return self.constants.get(tensor)
 
     def is_static(self, tensor: str) -> bool:
-        """True for initializers and Constant-node outputs (values fixed at build time)."""
+        """True for initializers and Constant-node outputs, also behind Identity nodes (the exporter's
+        way of sharing one initializer between equal weights)."""
+        while tensor in self.producer and self.producer[tensor].op_type == "Identity":
+            tensor = self.producer[tensor].input[0]
         return tensor in self.initializers or (tensor in self.producer and self.producer[tensor].op_type == "Constant")
 
 
