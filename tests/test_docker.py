@@ -128,3 +128,31 @@ def test_container_arguments_split_at_the_double_dash():
     from sam_triton.build.cli import build_parser
 
     build_parser().parse_args(argv)  # the recorded rebuild command is a valid `sam-triton build`
+
+
+def _readme_bash_lines():
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    return [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()]
+
+
+def test_readme_docker_lines_match_the_image():
+    lines = _readme_bash_lines()
+    assert "docker build -t sam-triton ." in lines
+    (run,) = [line for line in lines if line.startswith("docker run ")]
+    words = shlex.split(run)
+    assert "--gpus" in words and "sam-triton" in words
+    args = container_start.build_parser().parse_args(words[words.index("sam-triton") + 1:])
+    assert args.checkpoint is not None and "/cache" in run
+
+
+def test_readme_trtexec_lines_are_the_builders_profile():
+    from sam_triton.build.tensorrt_engine import EngineOptions, trtexec_command
+    from sam_triton.client.contract import DEFAULT_LIMITS
+
+    lines = [line for line in _readme_bash_lines() if line.startswith("trtexec ")]
+    expected = [
+        " ".join(trtexec_command(Path(f"onnx/{m}.onnx"), Path(f"model_repository/{m}/1/model.plan"), model=m, limits=DEFAULT_LIMITS,
+                                 options=EngineOptions(timing_cache=Path("timing.cache"))))
+        for m in ("sam_encoder", "sam_decoder")
+    ]
+    assert lines == expected
