@@ -11,8 +11,11 @@
 FROM nvcr.io/nvidia/tritonserver:25.01-py3
 
 # TensorRT's Python API, pinned to the TensorRT the image's Triton backend links, so the plans
-# the entrypoint builds are the plans Triton can load.
+# the entrypoint builds are the plans Triton can load; cuda-python of the image's CUDA 12 for the
+# GPU's identity and the post-build check. torch only exports ONNX here: its CPU build suffices.
 ARG TENSORRT_VERSION=10.8.0.43
+ARG CUDA_PYTHON_VERSION=12.8.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -30,8 +33,9 @@ COPY docker/entrypoint.sh /opt/sam-triton/entrypoint.sh
 
 # Ubuntu 24.04's Python is externally managed: the project lives in its own venv.
 RUN python3 -m venv /opt/sam-triton/venv \
-    && /opt/sam-triton/venv/bin/pip install --no-cache-dir -c constraints.txt ".[build]" \
-    && /opt/sam-triton/venv/bin/pip install --no-cache-dir --extra-index-url https://pypi.nvidia.com "tensorrt-cu12==${TENSORRT_VERSION}" \
+    && /opt/sam-triton/venv/bin/pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt ".[build]" \
+    && /opt/sam-triton/venv/bin/pip install --no-cache-dir --extra-index-url https://pypi.nvidia.com \
+        "tensorrt-cu12==${TENSORRT_VERSION}" "cuda-python==${CUDA_PYTHON_VERSION}" \
     && /opt/sam-triton/venv/bin/python -c "import tensorrt; assert tensorrt.__version__ == '${TENSORRT_VERSION}', tensorrt.__version__" \
     && /opt/sam-triton/venv/bin/sam-triton --help > /dev/null
 

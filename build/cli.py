@@ -194,7 +194,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .engine_metadata import ensure_plans_fresh
     from .tensorrt_engine import current_runtime
 
-    ensure_plans_fresh(args.repository, runtime=current_runtime())  # before Triton loads anything
+    plans = ensure_plans_fresh(args.repository, runtime=current_runtime())  # before Triton loads anything
+    if plans and args.tritonserver is None:
+        raise ValueError(
+            f"{args.repository} holds TensorRT models ({', '.join(plans)}), which the embedded tritonserver (python backend"
+            " only) cannot load: pass --tritonserver /opt/tritonserver/bin/tritonserver inside NVIDIA's Triton container (see the Dockerfile)"
+        )
     server = TritonServer(config, log_path=args.log_file, cache_dir=_cache_dir(args))
 
     def stop(signum: int, _frame: object) -> None:

@@ -39,33 +39,33 @@ class EngineCheckError(RuntimeError):
 
 def run_plan(plan: Path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """One inference of a serialized engine on numpy inputs (batch dim included); returns its outputs."""
-    trt = require_tensorrt()
-    import torch
+    from .cuda_device import DeviceBuffer, Stream
 
+    trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(Path(plan).read_bytes())
     if engine is None:
         raise EngineCheckError(f"TensorRT could not load {plan}")
     context = engine.create_execution_context()
-    buffers, outputs = {}, []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            buffers[name] = torch.from_numpy(np.ascontiguousarray(feeds[name])).cuda()
-            context.set_input_shape(name, tuple(buffers[name].shape))
-        else:
-            outputs.append(name)
-    for name in outputs:
-        dtype = torch.from_numpy(np.zeros(0, dtype=trt.nptype(engine.get_tensor_dtype(name)))).dtype
-        buffers[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-    for name, tensor in buffers.items():
-        context.set_tensor_address(name, tensor.data_ptr())
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise EngineCheckError(f"TensorRT failed to run {plan}")
-    stream.synchronize()
-    return {name: buffers[name].cpu().numpy() for name in outputs}
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    buffers: Dict[str, DeviceBuffer] = {}
+    try:
+        for name in inputs:
+            buffers[name] = DeviceBuffer.from_array(feeds[name])
+            context.set_input_shape(name, buffers[name].shape)
+        for name in names:
+            if name not in buffers:
+                buffers[name] = DeviceBuffer.empty(tuple(context.get_tensor_shape(name)), trt.nptype(engine.get_tensor_dtype(name)))
+        for name, buffer in buffers.items():
+            context.set_tensor_address(name, buffer.ptr)
+        with Stream() as stream:
+            if not context.execute_async_v3(int(stream.handle)):
+                raise EngineCheckError(f"TensorRT failed to run {plan}")
+        return {name: buffers[name].to_array() for name in names if name not in inputs}
+    finally:
+        for buffer in buffers.values():
+            buffer.free()
 
 
 def mask_iou(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -34,7 +34,7 @@ class StalePlanError(RuntimeError):
     """A TensorRT plan does not match the repository, the weights, or this machine; the message says how to rebuild."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RuntimeIdentity:
     """The TensorRT version and GPU an engine is bound to."""
 
@@ -89,14 +89,13 @@ def config_limits(config_text: str, *, opt_from: Limits) -> Limits:
     if batch is None:
         raise ValueError("config.pbtxt has no max_batch_size")
     params = dict(_PARAMETER.findall(config_text))
-    return Limits(
-        max_batch_size=int(batch.group(1)),
-        max_prompts=int(params.get("max_prompts", opt_from.max_prompts)),
-        max_points=int(params.get("max_points", opt_from.max_points)),
-        opt_batch_size=min(opt_from.opt_batch_size, int(batch.group(1))),
-        opt_prompts=opt_from.opt_prompts,
-        opt_points=opt_from.opt_points,
-    )
+    maxima = {
+        "max_batch_size": int(batch.group(1)),
+        "max_prompts": int(params.get("max_prompts", opt_from.max_prompts)),
+        "max_points": int(params.get("max_points", opt_from.max_points)),
+    }
+    opts = {f"opt_{k[4:]}": min(getattr(opt_from, f"opt_{k[4:]}"), v) for k, v in maxima.items()}
+    return Limits(**maxima, **opts)
 
 
 def tensorrt_models(repository: Path) -> List[str]:

@@ -59,12 +59,13 @@ def require_tensorrt():
 def runtime_identity() -> RuntimeIdentity:
     """This machine's TensorRT version and GPU 0 (name, compute capability); fails without either."""
     trt = require_tensorrt()
-    import torch
+    from .cuda_device import CudaError, device_identity
 
-    if not torch.cuda.is_available():
-        raise EngineBuildError("no CUDA GPU is visible: TensorRT engines are built on the GPU they run on (docker run --gpus all ...)")
-    major, minor = torch.cuda.get_device_capability(0)
-    return RuntimeIdentity(tensorrt_version=trt.__version__, gpu_name=torch.cuda.get_device_name(0), compute_capability=f"{major}.{minor}")
+    try:
+        name, capability = device_identity(0)
+    except CudaError as exc:
+        raise EngineBuildError(f"{exc}: TensorRT engines are built on the GPU they run on (docker run --gpus all ...)") from exc
+    return RuntimeIdentity(tensorrt_version=trt.__version__, gpu_name=name, compute_capability=capability)
 
 
 def current_runtime() -> Optional[RuntimeIdentity]:
@@ -92,7 +93,7 @@ class EngineOptions:
             raise ValueError(f"--builder-optimization-level must be in [0, 5], got {self.optimization_level}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BuiltEngine:
     """A plan on disk and how it was made."""
 
@@ -156,7 +157,7 @@ def build_engine(onnx_path: Path, plan_path: Path, *, model: str, limits: Limits
     start = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network, _parser = _parse(trt, builder, logger, Path(onnx_path))
+    network, _parser = _parse(trt, builder, logger, Path(onnx_path))  # the parser owns the weights: keep it alive
     config = builder.create_builder_config()
     if options.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)

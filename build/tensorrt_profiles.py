@@ -25,7 +25,7 @@ MODEL_INPUTS: Mapping[str, Tuple[TensorSpec, ...]] = {
 Shape = Tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InputProfile:
     """One input's (min, opt, max) shapes, batch dim first."""
 
@@ -51,7 +51,8 @@ def input_profile(spec: TensorSpec, limits: Limits) -> InputProfile:
     ranges = axis_ranges(limits)
     names = iter(spec.axis_names)
     dims = [ranges["batch"]] + [ranges[next(names)] if d == -1 else (d, d, d) for d in spec.dims]
-    return InputProfile(spec.name, *(tuple(r[i] for r in dims) for i in range(3)))
+    low, opt, high = (tuple(r[i] for r in dims) for i in range(3))
+    return InputProfile(name=spec.name, min=low, opt=opt, max=high)
 
 
 def model_profiles(model: str, limits: Limits) -> Tuple[InputProfile, ...]:

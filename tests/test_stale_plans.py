@@ -108,3 +108,11 @@ def test_serve_refuses_a_stale_plan_before_starting_triton(tmp_path, capsys):
     assert "sam-triton serve: error: refusing to serve" in err and "config.pbtxt has max_batch_size 4 but the plan was built for 8" in err
     assert REBUILD in err
     assert not log_file.exists()  # tritonserver never started
+
+
+def test_serve_needs_a_tritonserver_with_the_tensorrt_backend(tmp_path, capsys):
+    repo = _repository(tmp_path)
+    code = main(["serve", "--repository", str(repo), "--cache-dir", str(tmp_path / "cache"), "--log-file", str(tmp_path / "log")])
+    assert code == 1
+    assert "which the embedded tritonserver (python backend only) cannot load: pass --tritonserver" in capsys.readouterr().err
+    assert not (tmp_path / "log").exists()

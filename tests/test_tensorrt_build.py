@@ -22,10 +22,12 @@ from .conftest import IMAGES_DIR, start_server
 def _missing() -> str:
     if importlib.util.find_spec("tensorrt") is None:
         return "TensorRT is not installed (it runs in the Docker image or with pip install tensorrt on a GPU machine)"
-    import torch
+    from sam_triton.build.cuda_device import CudaError, device_identity
 
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible"
+    try:
+        device_identity(0)
+    except CudaError as exc:
+        return f"no usable CUDA GPU: {exc}"
     return ""
 
 
