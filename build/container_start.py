@@ -132,6 +132,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         repository = prepare_repository(args)
+    except PermissionError as exc:
+        print(f"sam-triton container: error: {exc}: the cache must be writable by uid {os.getuid()};"
+              " mount a named volume (-v sam-trt-cache:/cache) or chown the host folder", file=sys.stderr)
+        return 1
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"sam-triton container: error: {exc}", file=sys.stderr)
         return 1

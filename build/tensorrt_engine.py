@@ -169,6 +169,11 @@ def build_engine(onnx_path: Path, plan_path: Path, *, model: str, limits: Limits
     if groups:
         nodes = select_fp32_nodes(onnx_path, groups)
         pinned = pin_fp32_layers(trt, network, (n for names in nodes.values() for n in names))
+        if any(nodes.values()) and not pinned:
+            raise EngineBuildError(
+                f"{model}: groups {list(groups)} select ONNX nodes, but no TensorRT layer carries their names"
+                " (the parser's [ONNX Layer: ...] metadata); the FP32 pins would be silently lost"
+            )
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         log.info("%s: keeping %d layers in FP32 (groups %s)", model, len(pinned), ", ".join(groups))
     profile = builder.create_optimization_profile()

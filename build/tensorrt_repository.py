@@ -21,7 +21,7 @@ from .export import DECODER_FILE, ENCODER_FILE
 from .onnx_coverage import check_exported, require_coverage
 from .presets import sha256_of
 from .repository import RepositoryOptions, write_configs
-from .tensorrt_engine import EngineOptions, build_engine, runtime_identity
+from .tensorrt_engine import EngineOptions, build_engine, runtime_identity, trtexec_command
 from .tensorrt_profiles import model_profiles, profiles_as_dict
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ def build_tensorrt_repository(
                 "optimization_level": engine_options.optimization_level,
                 "timing_cache": str(engine_options.timing_cache) if engine_options.timing_cache else None,
                 "seconds": built.seconds,
+                "trtexec": " ".join(trtexec_command(onnx_dir / file, version_dir / "model.plan", model=model, limits=limits,
+                                                    options=engine_options, fp32_layers=built.fp32_layers)),
             },
             rebuild_command=command,
         )
