@@ -88,13 +88,16 @@ def _build_argv(args: argparse.Namespace, repository: Path) -> List[str]:
     return argv
 
 
-def prepare_repository(args: argparse.Namespace) -> Path:
-    """The repository to serve: a fresh cached one, or one built now. Raises with a clear reason otherwise."""
+def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeIdentity] = None) -> Path:
+    """The repository to serve: a fresh cached one, or one built now. Raises with a clear reason otherwise.
+
+    ``identity`` is this machine's TensorRT version and GPU (default: asked of TensorRT and CUDA).
+    """
     from .pipeline import ModelChoice, exporter_id, prepare_onnx
     from .tensorrt_engine import EngineOptions, runtime_identity
     from .tensorrt_repository import build_tensorrt_repository, rebuild_command
 
-    identity = runtime_identity()
+    identity = identity or runtime_identity()
     if args.repository is not None:
         ensure_plans_fresh(args.repository, runtime=identity)
         return args.repository

@@ -156,3 +156,35 @@ def test_readme_trtexec_lines_are_the_builders_profile():
         for m in ("sam_encoder", "sam_decoder")
     ]
     assert lines == expected
+
+
+def test_container_reuses_cached_engines_whose_key_and_metadata_match(tmp_path):
+    """The entrypoint's reuse path: a cached repository for this GPU, TensorRT and checkpoint is served as it is.
+
+    The repository is a real tensorrt layout (configs + plan metadata) with empty placeholder plans:
+    reuse reads only config.pbtxt and model.plan.json. Building (the other path) needs TensorRT.
+    """
+    from dataclasses import asdict
+
+    from sam_triton.build.engine_metadata import EngineMetadata
+    from sam_triton.build.pipeline import ModelChoice, exporter_id
+    from sam_triton.build.repository import write_configs
+    from sam_triton.build.tensorrt_profiles import model_profiles, profiles_as_dict
+
+    checkpoint = tmp_path / "sam.pth"
+    checkpoint.write_bytes(b"weights")  # hashed, never loaded on the reuse path
+    weights = ModelChoice(checkpoint=checkpoint).weights_id()
+    h100 = RuntimeIdentity(tensorrt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+    args = container_start.build_parser().parse_args(["--checkpoint", str(checkpoint), "--cache-dir", str(tmp_path / "cache")])
+    options = RepositoryOptions(runtime="tensorrt")
+    key = container_start.engine_cache_key(h100, weights, PrecisionChoice(), options, exporter_id())
+    cached = tmp_path / "cache" / "engines" / key / "model_repository"
+    write_configs(cached, options)
+    for model in ("sam_encoder", "sam_decoder"):
+        EngineMetadata(model=model, tensorrt_version=h100.tensorrt_version, gpu_name=h100.gpu_name,
+                       compute_capability=h100.compute_capability, precision="fp16", fp32_groups=[], fp32_layers=0,
+                       profiles=profiles_as_dict(model_profiles(model, options.limits)), limits=asdict(options.limits),
+                       weights=weights, onnx_sha256="0" * 64).write(cached / model / "1")
+        (cached / model / "1" / "model.plan").write_bytes(b"")
+    assert container_start.prepare_repository(args, identity=h100) == cached
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["engines"]  # nothing exported or built

@@ -116,3 +116,22 @@ def test_serve_needs_a_tritonserver_with_the_tensorrt_backend(tmp_path, capsys):
     assert code == 1
     assert "which the embedded tritonserver (python backend only) cannot load: pass --tritonserver" in capsys.readouterr().err
     assert not (tmp_path / "log").exists()
+
+
+@pytest.mark.parametrize("runtime", ["python", "onnxruntime", "tensorrt"])
+def test_the_stale_check_reads_configs_as_triton_does(runtime):
+    """The check's own reader of config.pbtxt agrees with Triton's protobuf parser on every limit."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from sam_triton.build.engine_metadata import config_limits
+    from sam_triton.build.repository import config_files
+
+    for limits in (BUILT, Limits(max_batch_size=3, max_prompts=5, max_points=7)):
+        files = config_files(RepositoryOptions(runtime=runtime, limits=limits))
+        text = files["sam_decoder/config.pbtxt"]
+        parsed = text_format.Parse(text, model_config_pb2.ModelConfig())
+        read = config_limits(text, opt_from=BUILT)
+        assert read.max_batch_size == parsed.max_batch_size == limits.max_batch_size
+        assert read.max_prompts == int(parsed.parameters["max_prompts"].string_value) == limits.max_prompts
+        assert read.max_points == int(parsed.parameters["max_points"].string_value) == limits.max_points
