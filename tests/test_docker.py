@@ -181,6 +181,7 @@ def test_container_reuses_cached_engines_whose_key_and_metadata_match(tmp_path):
     cached = tmp_path / "cache" / "engines" / key / "model_repository"
     write_configs(cached, options)
     for model in ("sam_encoder", "sam_decoder"):
+        (cached / model / "1").mkdir(parents=True, exist_ok=True)
         EngineMetadata(model=model, tensorrt_version=h100.tensorrt_version, gpu_name=h100.gpu_name,
                        compute_capability=h100.compute_capability, precision="fp16", fp32_groups=[], fp32_layers=0,
                        profiles=profiles_as_dict(model_profiles(model, options.limits)), limits=asdict(options.limits),
