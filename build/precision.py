@@ -11,7 +11,9 @@ suspects in ViT-SAM:
   Sqrt -> Div (-> Mul(weight) -> Add(bias)), matched here by structure;
 - ``softmax``: every ``Softmax``;
 - ``attention_logits``: the MatMul (and relative-position Einsum) producing each softmax's
-  logits, and the scale/bias ops between them and the softmax.
+  logits, and the scale/bias ops between them and the softmax; ``attention`` adds the softmax;
+- ``prompt_pe``: the prompt encoder's random-Fourier point encoding (decoder only);
+- ``all``: every layer (an FP32 model inside a mixed build, e.g. an FP32 decoder).
 
 Selection works on the ONNX graph with the ``onnx`` package only, so it is tested on our real
 exports without TensorRT; the engine builder maps node names to TensorRT layers through the
@@ -36,6 +38,10 @@ DEFAULT_PRECISION = "fp16"
 #: in ViT encoders), not yet from our own measurement. The FP16-vs-FP32 figures (mask IoU and
 #: logit error per group, encoder and decoder, ViT-B/L/H on the real photos) go here, with the
 #: GPU and TensorRT version they were measured on, and this value is chosen from them.
+#:
+#: The variants of ``perf/fp16_study.py`` map to groups as: its ``layernorm`` = ("layernorm",
+#: "layernorm2d"); ``attention`` = ("attention",); ``prompt_pe`` = ("prompt_pe",); an FP32
+#: decoder = ("all",) for sam_decoder.
 DEFAULT_FP32_GROUPS: Mapping[str, Tuple[str, ...]] = {
     contract.ENCODER_MODEL: ("layernorm", "layernorm2d"),
     contract.DECODER_MODEL: ("layernorm", "layernorm2d"),
@@ -124,6 +130,28 @@ def _attention_logits(index: GraphIndex) -> List[str]:
     return selected
 
 
+def _prompt_pe(index: GraphIndex) -> List[str]:
+    """The prompt encoder's random-Fourier point encoding: Sin/Cos, back through the scale ops to the
+    MatMul with the (static) Gaussian matrix, and the Concat joining them."""
+    selected: List[str] = []
+    for trig in (n for n in index.nodes if n.op_type in ("Sin", "Cos")):
+        chain, tensor = [trig], trig.input[0]
+        while tensor in index.producer:
+            node = index.producer[tensor]
+            static = [i for i in node.input if index.is_static(i)]
+            if node.op_type in _LOGIT_ELEMENTWISE - {"Cast"} and len(node.input) == 2 and len(static) == 1:
+                tensor = next(i for i in node.input if not index.is_static(i))
+            elif node.op_type == "MatMul" and index.is_static(node.input[1]):
+                tensor = node.input[0]
+            else:
+                break
+            chain.append(node)
+        if any(n.op_type == "MatMul" for n in chain):  # a Fourier feature, not some other sine
+            chain += [n for n in index.consumers.get(trig.output[0], []) if n.op_type == "Concat"]
+            selected.extend(_name(n) for n in chain)
+    return selected
+
+
 @dataclass(frozen=True)
 class LayerGroup:
     """A named set of layers that ``--precision mixed`` can keep in FP32."""
@@ -140,6 +168,9 @@ FP32_GROUPS: Mapping[str, LayerGroup] = {
         LayerGroup("layernorm2d", "SAM's LayerNorm2d, matched as ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div(/Mul/Add)", _layernorm2d),
         LayerGroup("softmax", "Softmax ops", lambda index: _ops(index, "Softmax")),
         LayerGroup("attention_logits", "the MatMuls/Einsums and scale/bias ops producing each softmax's logits", _attention_logits),
+        LayerGroup("attention", "attention_logits and softmax together", lambda index: _attention_logits(index) + _ops(index, "Softmax")),
+        LayerGroup("prompt_pe", "the prompt encoder's random-Fourier point encoding (Gaussian MatMul, Sin, Cos)", _prompt_pe),
+        LayerGroup("all", "every layer: an FP32 engine of this model inside a mixed build", lambda index: [_name(n) for n in index.nodes if n.op_type != "Constant"]),
     )
 }
 

@@ -46,7 +46,7 @@ def test_encoder_groups(graphs):
     for prefix in ("/image_encoder/neck/neck.1/", "/image_encoder/neck/neck.3/"):
         chain = [n for n in sel["layernorm2d"] if n.startswith(prefix)]
         assert _op_types(index, chain) == LAYERNORM2D_OPS, chain
-    assert len(sel["layernorm2d"]) == 2 * len(LAYERNORM2D_OPS)
+    assert len(sel["layernorm2d"]) == 2 * len(LAYERNORM2D_OPS)  # neck.3 shares neck.1's weights through Identity nodes
     # attention logits: q @ k^T plus the two relative-position Einsums and the adds/reshapes to the softmax
     for block in (0, 1):
         prefix = f"/image_encoder/blocks.{block}/attn/"
@@ -70,6 +70,18 @@ def test_decoder_groups(graphs):
         chain = [n for n in sel["attention_logits"] if n.startswith(attention + "/")]
         assert chain[0] == f"{attention}/MatMul" and _op_types(index, chain) == ["MatMul", "Div"]  # q @ k^T / sqrt(c)
     assert len(sel["attention_logits"]) == 2 * len(DECODER_ATTENTIONS)
+    # the point encoding: coords -> (+0.5, /1024, *2, -1) -> @ Gaussian matrix -> *2pi -> sin, cos -> concat
+    assert _op_types(index, sel["prompt_pe"]) == ["Add", "Div", "Mul", "Sub", "MatMul", "Mul", "Sin", "Cos", "Concat"]
+    gaussian = next(n for n in index.nodes if n.name in sel["prompt_pe"] and n.op_type == "MatMul").input[1]
+    assert gaussian == "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+
+
+def test_union_and_whole_model_groups(graphs):
+    for model, index in graphs.items():
+        sel = _selected(graphs, model)
+        assert sorted(sel["attention"]) == sorted(sel["attention_logits"] + sel["softmax"])
+        assert sel["all"] == [n.name for n in index.nodes if n.op_type != "Constant"]
+    assert select_fp32_nodes(graphs["sam_encoder"], ["prompt_pe"]) == {"prompt_pe": []}  # the encoder has no prompts
 
 
 def test_every_default_group_selects_something(graphs):
