@@ -31,7 +31,8 @@ class SamEncoderGraph(nn.Module):
 
     def preprocess(self, image: torch.Tensor, input_size: torch.Tensor) -> torch.Tensor:
         """Bx1024x1024x3 uint8 -> Bx3x1024x1024 normalized, zero outside (h, w): Sam.preprocess."""
-        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        # Cast before anything else: TensorRT takes UINT8 only as a network input feeding a cast.
+        x = image.to(torch.float32).permute(0, 3, 1, 2)
         x = (x - self.pixel_mean) / self.pixel_std
         size = input_size.to(torch.float32)
         inside_rows = self.pixel_index.view(1, 1, IMAGE_SIZE, 1) < size[:, 0].view(-1, 1, 1, 1)
