@@ -13,7 +13,8 @@ Variants keep named groups in FP32: ``layernorm`` (nn.LayerNorm and SAM's hand-w
 LayerNorm2d), ``attention`` (q.k logits, relative positions and softmax), ``prompt_pe`` (the
 random-Fourier point encoding of the prompt encoder), ``decoder`` (the whole decoder).
 
-Needs a CUDA GPU. Run: ``python -m sam_triton.perf.fp16_study --models vit_b vit_h --out DIR``.
+Needs a CUDA GPU. Run: ``python -m sam_triton.perf.fp16_study --models vit_b vit_h --out DIR``
+(``--models`` also takes checkpoint paths, e.g. ``sam_vit_h_4b8939.pth``).
 """
 
 from __future__ import annotations
@@ -242,13 +243,19 @@ def decoder_latency_ms(decoder, device, prompts: int = 64, repeats: int = 10) ->
     return float(np.median(times))
 
 
+def _load(model: str):
+    """A preset name (seeded random weights) or the path of a SAM checkpoint."""
+    from sam_triton.build.presets import PRESETS, build_random, load_checkpoint
+
+    return build_random(model) if model in PRESETS else load_checkpoint(Path(model))[0]
+
+
 def study(model_types: Sequence[str], images: Dict[str, np.ndarray], device, dtype) -> List[dict]:
     from sam_triton.build.onnx_modules import SamDecoderGraph, SamEncoderGraph
-    from sam_triton.build.presets import build_random
 
     rows = []
     for model_type in model_types:
-        sam = build_random(model_type).to(device)
+        sam = _load(model_type).to(device)
         reference_graphs = (SamEncoderGraph(sam).eval(), SamDecoderGraph(sam).eval())
         references = {name: run_pipeline(*reference_graphs, image, _prompts(*image.shape[:2]), device)
                       for name, image in images.items()}
@@ -301,7 +308,7 @@ def main(argv=None) -> int:
     from sam_triton.client.images import load_image
 
     parser = argparse.ArgumentParser(description="Measure SAM's FP16 error per kept-FP32 layer group (needs a CUDA GPU).")
-    parser.add_argument("--models", nargs="+", default=["vit_b", "vit_h"], help="Presets to study (seeded random weights).")
+    parser.add_argument("--models", nargs="+", default=["vit_b", "vit_h"], help="Presets (seeded random weights) or SAM checkpoint paths to study.")
     parser.add_argument("--images", type=Path, default=Path("tests/images"), help="Folder holding truck.jpg, dog.jpg, groceries.jpg.")
     parser.add_argument("--out", type=Path, required=True, help="Where to write fp16_study.json and fp16_study.md.")
     parser.add_argument("--device", default="cuda", help="The torch device; cpu only for a smoke test (CPU half is not what TensorRT runs).")
