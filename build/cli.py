@@ -11,13 +11,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from sam_triton.client import SamTritonError
 from sam_triton.client import segment_command
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 
 from .presets import DEFAULT_SEED, PRESETS
+from .repository import DEFAULT_RUNTIME, RUNTIMES
 
 log = logging.getLogger("sam_triton")
 
@@ -42,11 +43,28 @@ def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-points", type=int, default=DEFAULT_LIMITS.max_points, help="The most points (N) per prompt; a box counts as two points.")
 
 
+def _add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    from .repository import RUNTIMES
+
+    choices = sorted({p for spec in RUNTIMES.values() for p in spec.precisions})
+    parser.add_argument("--precision", choices=choices, help="The models' precision. tensorrt: fp16 (the default) lets TensorRT run every layer in FP16, mixed keeps the --fp32-groups layers in FP32, fp32 builds FP32 engines. openvino and openvino-backend: fp32 (the default), or bf16 on CPUs with AMX or AVX-512 BF16. python and onnxruntime run fp32.")
+
+
+def _add_openvino_arguments(parser: argparse.ArgumentParser) -> None:
+    from .openvino_options import PERFORMANCE_HINTS
+    from .repository import DECODER_ENGINES
+
+    group = parser.add_argument_group("OpenVINO (--runtime openvino or openvino-backend, or --decoder-engine openvino)")
+    group.add_argument("--decoder-engine", choices=DECODER_ENGINES, help="What runs sam_decoder, when not the runtime's default: the openvino runtimes run it on ONNX Runtime FP32 (faster than OpenVINO FP32 in our measurements; see the README).")
+    group.add_argument("--performance-hint", choices=PERFORMANCE_HINTS, help="OpenVINO's performance hint: latency (the default) runs each request on one stream using every thread, best at concurrency 1; throughput runs several streams at once (a batch is split across them), best under load.")
+    group.add_argument("--streams", type=int, help="OpenVINO streams per instance (NUM_STREAMS); unset or 0 leaves the number to the performance hint. Threads per stream are --threads divided by the streams.")
+    group.add_argument("--cpu-pinning", action=argparse.BooleanOptionalAction, help="Pin OpenVINO's inference threads to cores (ENABLE_CPU_PINNING); unset leaves OpenVINO's default (pinned on Linux). Python-backend models only: Triton's openvino backend has no such parameter.")
+
+
 def _add_tensorrt_arguments(parser: argparse.ArgumentParser) -> None:
-    from .precision import FP32_GROUPS, PRECISIONS
+    from .precision import FP32_GROUPS
 
     group = parser.add_argument_group("TensorRT engines (--runtime tensorrt only)")
-    group.add_argument("--precision", choices=PRECISIONS, help="Engine precision: fp16 (the default) lets TensorRT run every layer in FP16; mixed keeps the --fp32-groups layers in FP32; fp32 builds FP32 engines.")
     group.add_argument("--fp32-groups", help=f"With --precision mixed: a comma-separated list of layer groups to keep in FP32 ({', '.join(sorted(FP32_GROUPS))}), or 'none'. The default is the per-model choice in sam_triton.build.precision.DEFAULT_FP32_GROUPS.")
     group.add_argument("--workspace-mib", type=int, help="The most GPU memory, in MiB, TensorRT's builder may use for tactic workspace; 0 or unset leaves TensorRT's default (all of it).")
     group.add_argument("--builder-optimization-level", type=int, help="TensorRT's builder optimization level, 0 (fastest build) to 5 (most tactics tried); TensorRT's default is 3.")
@@ -69,14 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(build)
     _add_cache_argument(build)
     _add_limit_arguments(build)
-    build.add_argument("--runtime", choices=["python", "onnxruntime", "tensorrt"], default="python",
-                       help="python: the embedded CPU default (python backend running ONNX Runtime); onnxruntime: Triton's onnxruntime backend; tensorrt: FP16 TensorRT engines on a GPU.")
+    build.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME,
+                       help=f"The models' runtime (default: {DEFAULT_RUNTIME}). openvino: python-backend models running OpenVINO, the embedded CPU default; python: python-backend models running ONNX Runtime; onnxruntime and openvino-backend: Triton's own onnxruntime and openvino backends (NVIDIA's container); tensorrt: FP16 TensorRT engines on a GPU.")
     build.add_argument("--repository", type=Path, required=True, help="The model repository directory to write.")
     build.add_argument("--onnx-dir", type=Path, help="Where to export the ONNX graphs (default: a cache directory keyed by the weights).")
     build.add_argument("--encoder-instances", type=int, default=1, help="Instances of sam_encoder (instance_group count).")
     build.add_argument("--decoder-instances", type=int, default=1, help="Instances of sam_decoder (instance_group count).")
-    build.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per instance; 0 lets ONNX Runtime use every core.")
+    build.add_argument("--threads", type=int, default=0, help="Inference threads per instance (ONNX Runtime intra-op threads, OpenVINO INFERENCE_NUM_THREADS); 0 lets the runtime use every core.")
     build.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"], help="Override the runtime's instance kind (e.g. KIND_GPU for onnxruntime in the NGC container).")
+    _add_precision_argument(build)
+    _add_openvino_arguments(build)
     _add_tensorrt_arguments(build)
 
     serve = commands.add_parser("serve", help="Serve a model repository with tritonserver until Ctrl-C or SIGTERM.",
@@ -131,7 +151,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-TENSORRT_FLAGS = ("precision", "fp32_groups", "workspace_mib", "builder_optimization_level", "timing_cache")
+TENSORRT_FLAGS = ("fp32_groups", "workspace_mib", "builder_optimization_level", "timing_cache")
+OPENVINO_FLAGS = ("performance_hint", "streams", "cpu_pinning")
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> List[str]:
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
+
+
+def _check_precision(args: argparse.Namespace) -> None:
+    """--precision must be one the runtime offers."""
+    allowed = RUNTIMES[args.runtime].precisions
+    if args.precision is not None and args.precision not in allowed:
+        raise ValueError(f"--precision {args.precision}: --runtime {args.runtime} offers {', '.join(allowed)}")
+
+
+def _openvino_options(args: argparse.Namespace):
+    """The OpenVinoOptions of a build; OpenVINO flags where no model runs OpenVINO are refused."""
+    from .openvino_options import OpenVinoOptions
+
+    runs_openvino = "openvino" in (RUNTIMES[args.runtime].engine, args.decoder_engine)
+    given = _given(args, OPENVINO_FLAGS)
+    if given and not runs_openvino:
+        raise ValueError(f"{', '.join(given)}: OpenVINO options apply where a model runs OpenVINO (got --runtime {args.runtime})")
+    if args.cpu_pinning is not None and not RUNTIMES[args.runtime].python_model:
+        raise ValueError(f"--{'' if args.cpu_pinning else 'no-'}cpu-pinning: Triton's openvino backend has no pinning parameter;"
+                         " it applies to --runtime openvino (python-backend models)")
+    precision = args.precision if RUNTIMES[args.runtime].engine == "openvino" else None
+    return OpenVinoOptions(precision=precision or "fp32", performance_hint=args.performance_hint or "latency",
+                           streams=args.streams or 0, cpu_pinning=args.cpu_pinning)
 
 
 def _engine_options(args: argparse.Namespace):
@@ -139,7 +187,7 @@ def _engine_options(args: argparse.Namespace):
     from .precision import DEFAULT_PRECISION, PrecisionChoice, parse_groups
     from .tensorrt_engine import DEFAULT_OPTIMIZATION_LEVEL, EngineOptions
 
-    given = [f"--{name.replace('_', '-')}" for name in TENSORRT_FLAGS if getattr(args, name) is not None]
+    given = _given(args, TENSORRT_FLAGS)
     if args.runtime != "tensorrt":
         if given:
             raise ValueError(f"{', '.join(given)}: TensorRT options apply to --runtime tensorrt only (got --runtime {args.runtime})")
@@ -157,6 +205,7 @@ def cmd_build(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from .pipeline import prepare_onnx
     from .repository import RepositoryOptions, assemble
 
+    _check_precision(args)
     options = RepositoryOptions(
         runtime=args.runtime,
         limits=Limits(max_batch_size=args.max_batch_size, max_prompts=args.max_prompts, max_points=args.max_points),
@@ -165,8 +214,14 @@ def cmd_build(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         instance_kind=args.instance_kind,
         intra_op_threads=args.threads,
         decoder_cuda_graphs=args.decoder_cuda_graphs,
+        decoder_engine=args.decoder_engine,
+        openvino=_openvino_options(args),
     )
     engine_options = _engine_options(args)
+    if options.runs_openvino() and options.openvino.precision == "bf16":
+        from .openvino_options import require_native_bf16
+
+        require_native_bf16()  # fail fast, before a long export
     if args.runtime == "tensorrt":
         from .tensorrt_engine import require_tensorrt
 

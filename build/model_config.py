@@ -13,13 +13,13 @@ from sam_triton.client import contract
 from sam_triton.client.contract import Limits, TensorSpec
 
 
-def _tensor(spec: TensorSpec) -> str:
-    dims = ", ".join(str(d) for d in spec.dims)
+def _tensor(spec: TensorSpec, batch_in_dims: bool = False) -> str:
+    dims = ", ".join(str(d) for d in ((-1,) if batch_in_dims else ()) + spec.dims)
     return f'  {{\n    name: "{spec.name}"\n    data_type: TYPE_{spec.dtype}\n    dims: [ {dims} ]\n  }}'
 
 
-def _tensors(kind: str, specs: Sequence[TensorSpec]) -> str:
-    return f"{kind} [\n" + ",\n".join(_tensor(s) for s in specs) + "\n]"
+def _tensors(kind: str, specs: Sequence[TensorSpec], batch_in_dims: bool = False) -> str:
+    return f"{kind} [\n" + ",\n".join(_tensor(s, batch_in_dims) for s in specs) + "\n]"
 
 
 def _parameters(params: Dict[str, str]) -> List[str]:
@@ -41,12 +41,19 @@ def model_config(
     queue_delay_us: int,
     parameters: Dict[str, str],
     extra_blocks: Sequence[str] = (),
+    triton_batching: bool = True,
 ) -> str:
-    """One model's config.pbtxt: batching, instances, tensors and parameters."""
-    blocks = [f'name: "{name}"', *runtime_lines, f"max_batch_size: {limits.max_batch_size}"]
-    blocks.append(_tensors("input", inputs))
-    blocks.append(_tensors("output", outputs))
-    blocks.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}")
+    """One model's config.pbtxt: batching, instances, tensors and parameters.
+
+    ``triton_batching`` False writes ``max_batch_size: 0`` and the batch dim into every tensor's
+    dims (-1), with no dynamic batcher: the same tensors on the wire, for backends that cannot
+    take a variable Triton batch (Triton's openvino backend fixes it at max_batch_size).
+    """
+    blocks = [f'name: "{name}"', *runtime_lines, f"max_batch_size: {limits.max_batch_size if triton_batching else 0}"]
+    blocks.append(_tensors("input", inputs, not triton_batching))
+    blocks.append(_tensors("output", outputs, not triton_batching))
+    if triton_batching:
+        blocks.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}")
     blocks.append(f"instance_group [\n  {{\n    count: {instance_count}\n    kind: {instance_kind}\n  }}\n]")
     blocks.extend(_parameters(parameters))
     blocks.extend(extra_blocks)
@@ -59,8 +66,11 @@ def _step(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec
     return "    {\n" + f'      model_name: "{model}"\n      model_version: -1\n' + "\n".join(maps) + "\n    }"
 
 
-def ensemble_config(limits: Limits) -> str:
-    """The ``sam`` ensemble: image and prompts -> sam_encoder -> sam_decoder -> masks and scores."""
+def ensemble_config(limits: Limits, triton_batching: bool = True) -> str:
+    """The ``sam`` ensemble: image and prompts -> sam_encoder -> sam_decoder -> masks and scores.
+
+    ``triton_batching`` must match its models' (see ``model_config``).
+    """
     steps = [
         _step(contract.ENCODER_MODEL, contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS),
         _step(contract.DECODER_MODEL, contract.DECODER_INPUTS, contract.DECODER_OUTPUTS),
@@ -68,9 +78,9 @@ def ensemble_config(limits: Limits) -> str:
     blocks = [
         f'name: "{contract.ENSEMBLE_MODEL}"',
         'platform: "ensemble"',
-        f"max_batch_size: {limits.max_batch_size}",
-        _tensors("input", contract.ENSEMBLE_INPUTS),
-        _tensors("output", contract.ENSEMBLE_OUTPUTS),
+        f"max_batch_size: {limits.max_batch_size if triton_batching else 0}",
+        _tensors("input", contract.ENSEMBLE_INPUTS, not triton_batching),
+        _tensors("output", contract.ENSEMBLE_OUTPUTS, not triton_batching),
         "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}",
     ]
     return "\n".join(blocks) + "\n"

@@ -1,7 +1,9 @@
 """Assemble a Triton model repository: sam_encoder, sam_decoder and the sam ensemble, per runtime.
 
 One layout, several runtimes: the runtime decides only the backend lines, the instance kind, the
-artifact file and its thread parameter. Names, tensors and dims are the contract's in every one.
+artifact file and its parameters. Names, tensors and dims are the contract's in every one. The
+decoder may run on another engine than the encoder (``decoder_engine``): the runtime of the same
+kind (python backend, or Triton's own backends) that runs that engine.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 
 from .export import DECODER_FILE, ENCODER_FILE
 from .model_config import cuda_graphs_block, ensemble_config, limit_parameters, model_config, warmup_block
+from .openvino_options import DEFAULT_DECODER_ENGINE, OpenVinoOptions
+from .openvino_options import PRECISIONS as OPENVINO_PRECISIONS
+from .precision import PRECISIONS as TENSORRT_PRECISIONS
 from .tensorrt_profiles import MODEL_INPUTS, model_profiles
 
 log = logging.getLogger(__name__)
@@ -31,30 +36,52 @@ class RuntimeSpec:
     instance_kind: str
     artifact: str  # the file in each version directory
     thread_parameter: Optional[str]  # config parameter that sets intra-op threads, if any
+    engine: str  # what runs the graphs: onnxruntime, openvino or tensorrt
     python_model: bool = False  # writes model.py beside the artifact
     warmup: bool = False  # model_warmup at the optimization profile's opt shape
+    triton_batching: bool = True  # False: max_batch_size 0 and the batch dim in dims (see model_config)
+    precisions: Tuple[str, ...] = ("fp32",)  # what --precision may ask for; the first is the default
+    decoder_engine: Optional[str] = None  # the decoder's default engine when not the runtime's own
 
 
 RUNTIMES: Dict[str, RuntimeSpec] = {
-    # The embedded default: the python backend running ONNX Runtime on the same ONNX files.
+    # The python backend running ONNX Runtime on the same ONNX files.
     "python": RuntimeSpec(
         runtime_lines=('backend: "python"',), instance_kind="KIND_CPU", artifact="model.onnx",
-        thread_parameter="intra_op_num_threads", python_model=True,
+        thread_parameter="intra_op_num_threads", engine="onnxruntime", python_model=True,
     ),
     # Triton's onnxruntime backend (NGC container).
     "onnxruntime": RuntimeSpec(
         runtime_lines=('platform: "onnxruntime_onnx"',), instance_kind="KIND_CPU", artifact="model.onnx",
-        thread_parameter="intra_op_thread_count",
+        thread_parameter="intra_op_thread_count", engine="onnxruntime",
     ),
     # The product: FP16 TensorRT plans on a GPU (engines are built by sam_triton.build.tensorrt_engine).
     "tensorrt": RuntimeSpec(
         runtime_lines=('platform: "tensorrt_plan"',), instance_kind="KIND_GPU", artifact="model.plan",
-        thread_parameter=None, warmup=True,
+        thread_parameter=None, engine="tensorrt", warmup=True,
+        precisions=("fp16",) + tuple(p for p in TENSORRT_PRECISIONS if p != "fp16"),
+    ),
+    # The embedded default: python-backend models running OpenVINO (FP32, or BF16 on AMX / AVX-512 BF16 CPUs).
+    "openvino": RuntimeSpec(
+        runtime_lines=('backend: "python"',), instance_kind="KIND_CPU", artifact="model.onnx",
+        thread_parameter=None, engine="openvino", python_model=True, precisions=OPENVINO_PRECISIONS,
+        decoder_engine=DEFAULT_DECODER_ENGINE,
+    ),
+    # Triton's own openvino backend (NGC container, CPU). It fixes a batching model's batch at
+    # max_batch_size (padding or refusing smaller ones), so these models batch in their dims instead.
+    "openvino-backend": RuntimeSpec(
+        runtime_lines=('backend: "openvino"', 'default_model_filename: "model.onnx"'), instance_kind="KIND_CPU",
+        artifact="model.onnx", thread_parameter=None, engine="openvino", triton_batching=False,
+        precisions=OPENVINO_PRECISIONS, decoder_engine=DEFAULT_DECODER_ENGINE,
     ),
 }
+#: The runtime `sam-triton build` and `sam-triton demo` write unless told otherwise.
+DEFAULT_RUNTIME = "python"
+#: What --decoder-engine may ask for: the engines that run an ONNX file on the CPU.
+DECODER_ENGINES = ("onnxruntime", "openvino")
 
 TEMPLATES = Path(__file__).parent / "templates"
-PYTHON_MODEL_TEMPLATE = "python_onnx_model.py"
+PYTHON_MODEL_TEMPLATE = "python_model.py"
 # Ensembles need an (empty) version directory; git keeps empty directories only with a file in them.
 ENSEMBLE_KEEP_FILE = ".gitkeep"
 
@@ -63,15 +90,17 @@ ENSEMBLE_KEEP_FILE = ".gitkeep"
 class RepositoryOptions:
     """Everything that shapes a generated repository; defaults give the checked-in CPU layout."""
 
-    runtime: str = "python"
+    runtime: str = DEFAULT_RUNTIME
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
     encoder_instances: int = 1
     decoder_instances: int = 1
     instance_kind: Optional[str] = None  # KIND_CPU / KIND_GPU; None takes the runtime's default
-    intra_op_threads: int = 0  # 0: the runtime's default (all cores)
+    intra_op_threads: int = 0  # inference threads per instance, either engine; 0: the runtime's default (all cores)
     encoder_queue_delay_us: int = 2000
     decoder_queue_delay_us: int = 500
     decoder_cuda_graphs: bool = False  # TensorRT only: capture CUDA graphs of the decoder's common shape
+    decoder_engine: Optional[str] = None  # None: the runtime's choice (RuntimeSpec.decoder_engine, else its own)
+    openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)  # for the models that run OpenVINO
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -83,15 +112,45 @@ class RepositoryOptions:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.decoder_cuda_graphs and self.runtime != "tensorrt":
             raise ValueError(f"decoder CUDA graphs need --runtime tensorrt (got {self.runtime})")
+        if self.decoder_engine is not None:
+            if self.decoder_engine not in DECODER_ENGINES:
+                raise ValueError(f"decoder engine {self.decoder_engine!r}: expected one of {list(DECODER_ENGINES)}")
+            if self.spec.engine == "tensorrt":
+                raise ValueError("--decoder-engine: --runtime tensorrt builds TensorRT engines of both models")
+        if self.instance_kind == "KIND_GPU" and "openvino" in (self.spec.engine, self.decoder_spec.engine):
+            raise ValueError("OpenVINO runs on the CPU here: --instance-kind KIND_GPU does not apply to its models")
 
     @property
     def spec(self) -> RuntimeSpec:
         return RUNTIMES[self.runtime]
 
+    @property
+    def decoder_runtime(self) -> str:
+        """The runtime of sam_decoder: the one of the same kind as ``runtime`` that runs the decoder's engine."""
+        engine = self.decoder_engine or self.spec.decoder_engine or self.spec.engine
+        if engine == self.spec.engine:
+            return self.runtime
+        return next(name for name, spec in RUNTIMES.items()
+                    if spec.engine == engine and spec.python_model == self.spec.python_model)
 
-def _runtime_parameters(options: RepositoryOptions) -> Dict[str, str]:
-    spec = options.spec
-    return {spec.thread_parameter: str(options.intra_op_threads)} if spec.thread_parameter else {}
+    @property
+    def decoder_spec(self) -> RuntimeSpec:
+        return RUNTIMES[self.decoder_runtime]
+
+    def runs_openvino(self) -> bool:
+        return "openvino" in (self.spec.engine, self.decoder_spec.engine)
+
+
+def _runtime_parameters(options: RepositoryOptions, spec: RuntimeSpec) -> Dict[str, str]:
+    threads = options.intra_op_threads
+    if spec.engine == "openvino":
+        if spec.python_model:
+            return options.openvino.python_parameters(threads)
+        return options.openvino.backend_parameters(threads)
+    params = {"engine": spec.engine} if spec.python_model else {}
+    if spec.thread_parameter:
+        params[spec.thread_parameter] = str(threads)
+    return params
 
 
 def _extra_blocks(options: RepositoryOptions, model: str) -> Tuple[str, ...]:
@@ -108,30 +167,30 @@ def _extra_blocks(options: RepositoryOptions, model: str) -> Tuple[str, ...]:
 
 def config_files(options: RepositoryOptions) -> Dict[str, str]:
     """Relative path -> text of every generated file but the model artifacts."""
-    spec = options.spec
-    kind = options.instance_kind or spec.instance_kind
+    encoder, decoder = options.spec, options.decoder_spec
+    batching = encoder.triton_batching
     files = {
         f"{contract.ENCODER_MODEL}/config.pbtxt": model_config(
-            name=contract.ENCODER_MODEL, runtime_lines=spec.runtime_lines, limits=options.limits,
+            name=contract.ENCODER_MODEL, runtime_lines=encoder.runtime_lines, limits=options.limits,
             inputs=contract.ENCODER_INPUTS, outputs=contract.ENCODER_OUTPUTS,
-            instance_count=options.encoder_instances, instance_kind=kind,
-            queue_delay_us=options.encoder_queue_delay_us, parameters=_runtime_parameters(options),
-            extra_blocks=_extra_blocks(options, contract.ENCODER_MODEL),
+            instance_count=options.encoder_instances, instance_kind=options.instance_kind or encoder.instance_kind,
+            queue_delay_us=options.encoder_queue_delay_us, parameters=_runtime_parameters(options, encoder),
+            extra_blocks=_extra_blocks(options, contract.ENCODER_MODEL), triton_batching=batching,
         ),
         f"{contract.DECODER_MODEL}/config.pbtxt": model_config(
-            name=contract.DECODER_MODEL, runtime_lines=spec.runtime_lines, limits=options.limits,
+            name=contract.DECODER_MODEL, runtime_lines=decoder.runtime_lines, limits=options.limits,
             inputs=contract.DECODER_INPUTS, outputs=contract.DECODER_OUTPUTS,
-            instance_count=options.decoder_instances, instance_kind=kind,
+            instance_count=options.decoder_instances, instance_kind=options.instance_kind or decoder.instance_kind,
             queue_delay_us=options.decoder_queue_delay_us,
-            parameters={**_runtime_parameters(options), **limit_parameters(options.limits)},
-            extra_blocks=_extra_blocks(options, contract.DECODER_MODEL),
+            parameters={**_runtime_parameters(options, decoder), **limit_parameters(options.limits)},
+            extra_blocks=_extra_blocks(options, contract.DECODER_MODEL), triton_batching=batching,
         ),
-        f"{contract.ENSEMBLE_MODEL}/config.pbtxt": ensemble_config(options.limits),
+        f"{contract.ENSEMBLE_MODEL}/config.pbtxt": ensemble_config(options.limits, triton_batching=batching),
         f"{contract.ENSEMBLE_MODEL}/1/{ENSEMBLE_KEEP_FILE}": "",
     }
-    if spec.python_model:
-        source = (TEMPLATES / PYTHON_MODEL_TEMPLATE).read_text()
-        for model in (contract.ENCODER_MODEL, contract.DECODER_MODEL):
+    source = (TEMPLATES / PYTHON_MODEL_TEMPLATE).read_text()
+    for model, spec in ((contract.ENCODER_MODEL, encoder), (contract.DECODER_MODEL, decoder)):
+        if spec.python_model:
             files[f"{model}/1/model.py"] = source
     return files
 

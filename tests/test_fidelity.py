@@ -12,29 +12,13 @@ import pytest
 
 from sam_triton.build.verify import rel_l2
 from sam_triton.client import SamClient
+from sam_triton.perf.fidelity import prompts_for  # the prompt set of the end-to-end issue, shared with the fidelity study
 
 from .conftest import IMAGE_NAMES
 
 LOGITS_REL_L2 = 1e-4
 IOU_ABS = 1e-4
 MASK_AGREEMENT = 0.999
-
-
-def prompts_for(height: int, width: int) -> dict:
-    """One point, several fg/bg points, a box, and box + point, in original-image pixels."""
-    return {
-        "one_point": dict(point_coords=np.array([[width * 0.5, height * 0.55]]), point_labels=np.array([1])),
-        "fg_bg_points": dict(
-            point_coords=np.array([[width * 0.5, height * 0.5], [width * 0.2, height * 0.25], [width * 0.7, height * 0.6]]),
-            point_labels=np.array([1, 0, 1]),
-        ),
-        "box": dict(box=np.array([width * 0.1, height * 0.15, width * 0.8, height * 0.9])),
-        "box_point": dict(
-            box=np.array([width * 0.1, height * 0.15, width * 0.8, height * 0.9]),
-            point_coords=np.array([[width * 0.4, height * 0.5]]),
-            point_labels=np.array([0]),
-        ),
-    }
 
 
 def assert_same(actual, expected, what: str) -> None:
