@@ -1,9 +1,13 @@
-"""Triton python-backend model: runs this version directory's model.onnx with ONNX Runtime.
+"""Triton python-backend model: runs this version directory's model.onnx with ONNX Runtime or OpenVINO.
 
-Written by `sam-triton build --runtime python` (the embedded default's runtime) into both
-sam_encoder/1/ and sam_decoder/1/; it reads everything model-specific from config.pbtxt, so one
-file serves both. It needs only numpy and onnxruntime, so the repository also runs under any
-tritonserver whose python backend can import them.
+Written by `sam-triton build` (runtimes ``python`` and ``openvino``) into both sam_encoder/1/ and
+sam_decoder/1/; it reads everything model-specific from config.pbtxt, so one file serves both
+models and both engines. The config parameter ``engine`` picks the engine (``onnxruntime``, the
+default, or ``openvino``); the engine's settings are parameters too (ONNX Runtime's
+``intra_op_num_threads``; OpenVINO's own property names such as ``INFERENCE_PRECISION_HINT``,
+``PERFORMANCE_HINT``, ``NUM_STREAMS``, ``INFERENCE_NUM_THREADS``, ``ENABLE_CPU_PINNING``). It needs
+numpy and the chosen engine's package only, so the repository also runs under any tritonserver
+whose python backend can import them.
 
 Bad requests get a Triton error naming the input and what was expected; the model never raises
 out of execute(), so the stub keeps serving.
@@ -13,13 +17,14 @@ import json
 import os
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 # Value rules of the tensor contract, by input name. Triton itself has already checked dtypes and
 # dims against config.pbtxt; these are the checks only the values can fail.
 IMAGE_SIZE = 1024
 POINT_LABELS = (-1.0, 0.0, 1.0, 2.0, 3.0)
+# The OpenVINO CPU properties a config may set, passed to compile_model as they are written.
+OPENVINO_PROPERTIES = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "ENABLE_CPU_PINNING")
 
 
 class RequestError(ValueError):
@@ -29,6 +34,12 @@ class RequestError(ValueError):
 def _parameter(config, key, default):
     entry = config.get("parameters", {}).get(key)
     return entry["string_value"] if entry and entry.get("string_value", "") != "" else default
+
+
+def _log(level, message):
+    logger = getattr(pb_utils, "Logger", None)
+    if logger is not None:
+        getattr(logger, level)(message)
 
 
 def _check_values(name, array, limits):
@@ -76,6 +87,74 @@ def _check_consistent(arrays):
             )
 
 
+class OnnxRuntimeEngine:
+    """model.onnx in an ONNX Runtime CPU session; ``run(feed)`` returns the outputs in config order."""
+
+    def __init__(self, path, config, output_names):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(_parameter(config, "intra_op_num_threads", "0"))
+        options.inter_op_num_threads = int(_parameter(config, "inter_op_num_threads", "0"))
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.output_names = output_names
+        self.description = f"ONNX Runtime {ort.__version__}, FP32"
+
+    def run(self, feed):
+        return self.session.run(self.output_names, feed)
+
+
+class OpenVinoEngine:
+    """model.onnx compiled by OpenVINO for the CPU; ``run(feed)`` returns the outputs in config order.
+
+    BF16 asked for on a CPU without native BF16 (AMX or AVX-512 BF16) runs FP32 and says so in the
+    server log. With NUM_STREAMS > 1 a batch is split across the streams and run concurrently.
+    """
+
+    def __init__(self, path, config, output_names):
+        import openvino as ov
+
+        core = ov.Core()
+        properties = {key: _parameter(config, key, "") for key in OPENVINO_PROPERTIES}
+        properties = {key: value for key, value in properties.items() if value not in ("", "0")}
+        precision = properties.setdefault("INFERENCE_PRECISION_HINT", "f32")  # OpenVINO's own default may be BF16
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if precision == "bf16" and "BF16" not in capabilities:
+            properties["INFERENCE_PRECISION_HINT"] = "f32"
+            _log("log_warn", f"{config['name']}: BF16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')})"
+                             f" has neither AMX nor AVX-512 BF16 (OpenVINO capabilities {list(capabilities)}): running FP32")
+        self.compiled = core.compile_model(core.read_model(path), "CPU", properties)
+        self.outputs = [self.compiled.output(name) for name in output_names]
+        streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.requests = [self.compiled.create_infer_request() for _ in range(max(streams, 1))]
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.description = (f"OpenVINO {ov.__version__}, inference precision {self.precision}, {streams} stream(s),"
+                            f" {self.compiled.get_property('INFERENCE_NUM_THREADS')} thread(s)")
+        self._warm_up(config)
+
+    def _warm_up(self, config):
+        """One zero-filled request of batch 1 (variable dims 1): the first client does not pay for OpenVINO's set-up."""
+        dtypes = {"TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32}
+        batch = [1] if int(config.get("max_batch_size", 0)) > 0 else []
+        self.run({i["name"]: np.zeros(batch + [max(int(d), 1) for d in i["dims"]], dtypes[i["data_type"]]) for i in config["input"]})
+
+    def run(self, feed):
+        batch = len(next(iter(feed.values())))
+        parts = min(len(self.requests), batch)
+        if parts == 1:
+            self.requests[0].infer(feed)
+            return [self.requests[0].get_tensor(output).data.copy() for output in self.outputs]
+        bounds = np.linspace(0, batch, parts + 1).astype(int)
+        for request, start, stop in zip(self.requests, bounds[:-1], bounds[1:]):
+            request.start_async({name: array[start:stop] for name, array in feed.items()})
+        for request in self.requests[:parts]:
+            request.wait()
+        return [np.concatenate([r.get_tensor(output).data for r in self.requests[:parts]]) for output in self.outputs]
+
+
+ENGINES = {"onnxruntime": OnnxRuntimeEngine, "openvino": OpenVinoEngine}
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -86,11 +165,12 @@ class TritonPythonModel:
             "max_prompts": int(_parameter(config, "max_prompts", "1000000")),
             "max_points": int(_parameter(config, "max_points", "1000000")),
         }
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(_parameter(config, "intra_op_num_threads", "0"))
-        options.inter_op_num_threads = int(_parameter(config, "inter_op_num_threads", "0"))
+        engine = _parameter(config, "engine", "onnxruntime")
+        if engine not in ENGINES:
+            raise ValueError(f"{self.model_name}: parameter 'engine' is {engine!r}; expected one of {sorted(ENGINES)}")
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.engine = ENGINES[engine](path, config, self.output_names)
+        _log("log_info", f"{self.model_name}: {self.engine.description}")
 
     def _read(self, request):
         arrays = {}
@@ -110,7 +190,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        groups = {}  # requests of equal shapes run as one ONNX Runtime batch
+        groups = {}  # requests of equal shapes run as one batch
         for index, request in enumerate(requests):
             try:
                 arrays = self._read(request)
@@ -129,7 +209,7 @@ class TritonPythonModel:
     def _run_group(self, members, responses):
         feed = {n: np.concatenate([arrays[n] for _, arrays in members]) for n in self.input_names}
         try:
-            outputs = self.session.run(self.output_names, feed)
+            outputs = self.engine.run(feed)
         except Exception as exc:
             for index, _ in members:
                 responses[index] = self._error(f"{self.model_name} failed: {exc}", invalid_argument=False)
@@ -142,4 +222,4 @@ class TritonPythonModel:
             start = stop
 
     def finalize(self):
-        self.session = None
+        self.engine = None
