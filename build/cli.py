@@ -117,11 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     segment_command.add_arguments(segment)
 
     demo = commands.add_parser("demo", help="The whole flow on the embedded CPU server: build, serve, segment a real photo.",
-                               description="Build the python-runtime repository from $SAM_CHECKPOINT (or Meta's ViT-B, downloaded; or seeded random ViT-B weights where there is no network), start the embedded tritonserver, segment a photo with a point and a box, write masks and overlays, and stop.")
+                               description="Build the embedded runtime's repository from $SAM_CHECKPOINT (or Meta's ViT-B, downloaded; or seeded random ViT-B weights where there is no network), start the embedded tritonserver, segment a photo with a point and a box, write masks and overlays, and stop.")
     demo.add_argument("--checkpoint", type=Path, help="A SAM checkpoint (default: $SAM_CHECKPOINT, else Meta's ViT-B).")
     demo.add_argument("--image", type=Path, help="The photo to segment (default: scikit-image's cat photo).")
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="The directory for masks, overlays and scores.")
     demo.add_argument("--repository", type=Path, default=Path("model_repository"), help="The model repository to build and serve.")
+    demo.add_argument("--runtime", choices=sorted(n for n, s in RUNTIMES.items() if s.python_model), default=DEFAULT_RUNTIME,
+                      help=f"The embedded server's runtime (default: {DEFAULT_RUNTIME}): openvino runs the encoder on OpenVINO, python runs both models on ONNX Runtime.")
+    demo.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="With --runtime openvino: fp32 (the default), or bf16 on CPUs with AMX or AVX-512 BF16 (faster, with the fidelity the README states).")
     _add_cache_argument(demo)
     return parser
 
@@ -276,8 +279,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
+    if args.precision != "fp32":
+        if RUNTIMES[args.runtime].engine != "openvino":
+            raise ValueError(f"--precision {args.precision}: --runtime {args.runtime} offers fp32")
+        from .openvino_options import require_native_bf16
+
+        require_native_bf16()
     summaries = run_demo(DemoConfig(out_dir=args.out, repository=args.repository, cache_dir=_cache_dir(args),
-                                    checkpoint=args.checkpoint, image=args.image))
+                                    checkpoint=args.checkpoint, image=args.image, runtime=args.runtime, precision=args.precision))
     for name, summary in summaries.items():
         scores = ", ".join(f"{s:.4f}" for s in summary["scores"])
         print(f"{name} prompt: predicted IoU {scores}; overlay {summary['overlay']}")

@@ -20,7 +20,8 @@ from sam_triton.client.segment_command import segment_to_files
 
 from .checkpoints import checkpoint_or_none
 from .pipeline import ModelChoice, prepare_onnx
-from .repository import RepositoryOptions, assemble
+from .openvino_options import OpenVinoOptions
+from .repository import DEFAULT_RUNTIME, RepositoryOptions, assemble
 from .sample_images import sample_photo
 from .tritonserver import ServerConfig, TritonServer, free_port
 
@@ -43,6 +44,8 @@ class DemoConfig:
     checkpoint: Optional[Path] = None
     image: Optional[Path] = None
     model_type: str = "vit_b"
+    runtime: str = DEFAULT_RUNTIME  # an embedded (python-backend) runtime: openvino or python
+    precision: str = "fp32"  # openvino: fp32 or bf16
 
 
 def choose_weights(config: DemoConfig) -> ModelChoice:
@@ -67,7 +70,8 @@ def run_demo(config: DemoConfig) -> dict:
     """Build, serve, segment with a point and a box; returns the per-prompt summaries."""
     choice = choose_weights(config)
     onnx_dir, manifest = prepare_onnx(choice, cache_dir=config.cache_dir, check_image=config.image)
-    assemble(config.repository, RepositoryOptions(runtime="python"), onnx_dir=onnx_dir)
+    assemble(config.repository, RepositoryOptions(runtime=config.runtime, openvino=OpenVinoOptions(precision=config.precision)),
+             onnx_dir=onnx_dir)
     image_name, image = sample_photo(config.image)
     server_config = ServerConfig(
         repository=config.repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()

@@ -126,6 +126,33 @@ def measure(client, predictor_for: Callable[[str, np.ndarray], object], images: 
     return {key: (asdict(value) if isinstance(value, Figures) else value) for key, value in worst.items()}
 
 
+KIND_NAMES = {"one_point": "one point", "fg_bg_points": "fg/bg points", "box": "box", "box_point": "box + point",
+              "mask_input": "second pass (mask_input)"}
+
+
+def _percent(share: float) -> str:
+    text = f"{100 * share:.4f} %"
+    return "100 %" if share == 1.0 else ("> 99.9999 %" if text == "100.0000 %" else text)
+
+
+def markdown_table(study: Mapping[str, object]) -> str:
+    """The README's table of a study's figures: per model, a row per prompt kind, columns per precision."""
+    lines = []
+    for model, runs in study["models"].items():
+        precisions = list(runs)
+        header = [f"`{model}`"] + [f"{p.upper()} {what}" for p in precisions for what in ("logits rel. L2", "IoU error", "mask pixels equal")]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for kind in PROMPT_KINDS:
+            cells = []
+            for precision in precisions:
+                f = runs[precision][kind]
+                cells += [f"{f['logits_rel_l2']:.2g}", f"{f['iou_abs']:.2g}", _percent(f["mask_agreement"])]
+            lines.append("| " + " | ".join([KIND_NAMES[kind]] + cells) + " |")
+        embedding = [c for p in precisions for c in (f"{runs[p]['embedding_rel_l2']:.2g}", "", "")]
+        lines += ["| " + " | ".join(["image embedding"] + embedding) + " |", ""]
+    return "\n".join(lines).strip() + "\n"
+
+
 def _served_figures(model: str, precision: str, images: Mapping[str, np.ndarray], cache_dir: Path, work: Path) -> dict:
     """Build the openvino repository of ``model`` at ``precision``, serve it, and measure it."""
     from segment_anything import SamPredictor
@@ -185,6 +212,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(markdown_table(result))
     print(f"wrote {args.out}")
     return 0
 
