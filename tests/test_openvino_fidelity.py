@@ -42,22 +42,22 @@ FACTOR = 2.0
 FLOORS = {"logits_rel_l2": 1e-6, "iou_abs": 1e-6, "mask_disagreement": 1e-5}
 
 
-def _serve(tmp_path_factory, request, cache_dir, tiny_onnx, name, options):
+def _serving(tmp_path_factory, request, cache_dir, tiny_onnx, name: str, options: RepositoryOptions):
+    """Serve the tiny preset's repository of ``options``; stop it after, printing its log if a test failed."""
     repository = assemble(tmp_path_factory.mktemp(name) / "model_repository", options, onnx_dir=tiny_onnx[0])
     log_path = tmp_path_factory.mktemp("logs") / f"{name}.log"
     server = start_server(repository, cache_dir, log_path)
     failed_before = request.session.testsfailed
-    return server, log_path, failed_before
+    yield server
+    server.stop()
+    if request.session.testsfailed > failed_before:
+        print(f"\n--- tritonserver log ({log_path}) ---\n{server.log_tail(20000)}")
 
 
 @pytest.fixture(scope="module")
 def openvino_fp32_server(tmp_path_factory, request, cache_dir, tiny_onnx):
     options = RepositoryOptions(runtime="openvino", decoder_engine="openvino")
-    server, log_path, failed_before = _serve(tmp_path_factory, request, cache_dir, tiny_onnx, "openvino-fp32", options)
-    yield server
-    server.stop()
-    if request.session.testsfailed > failed_before:
-        print(f"\n--- tritonserver log ({log_path}) ---\n{server.log_tail(20000)}")
+    yield from _serving(tmp_path_factory, request, cache_dir, tiny_onnx, "openvino-fp32", options)
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +70,7 @@ def client(openvino_fp32_server):
 @pytest.fixture(scope="module")
 def openvino_bf16_server(tmp_path_factory, request, cache_dir, tiny_onnx):
     options = RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision="bf16", performance_hint="throughput", streams=2))
-    server, log_path, failed_before = _serve(tmp_path_factory, request, cache_dir, tiny_onnx, "openvino-bf16", options)
-    yield server, log_path
-    server.stop()
-    if request.session.testsfailed > failed_before:
-        print(f"\n--- tritonserver log ({log_path}) ---\n{server.log_tail(20000)}")
+    yield from _serving(tmp_path_factory, request, cache_dir, tiny_onnx, "openvino-bf16", options)
 
 
 def test_fp32_server_runs_openvino_fp32(openvino_fp32_server):
@@ -88,7 +84,7 @@ def _within(measured: float, published: float, floor: float) -> bool:
 
 
 def test_bf16_figures_are_the_published_ones(openvino_bf16_server, images, predictor_for):
-    server, log_path = openvino_bf16_server
+    server = openvino_bf16_server
     with SamClient(server.config.grpc_url, timeout_s=120) as bf16_client:
         figures = measure(bf16_client, predictor_for, images)
     assert sorted(k for k in figures if k != "embedding_rel_l2") == sorted(PROMPT_KINDS)
@@ -124,7 +120,7 @@ def test_published_figures_are_the_readme_table():
 
 def test_streams_split_a_batch_and_answer_each_item_as_alone(openvino_bf16_server, images):
     """Two photos in one encoder request run on two OpenVINO streams; each answer equals its batch-1 answer."""
-    server, _ = openvino_bf16_server
+    server = openvino_bf16_server
     prepared = [prepare_image(images[name]) for name in ("truck", "dog")]
 
     def encode(items):
