@@ -243,7 +243,7 @@ def cmd_build(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .tritonserver import ServerConfig, TritonServer
+    from .tritonserver import ServerConfig, TritonServer, models_the_embedded_server_cannot_run
 
     config = ServerConfig(
         repository=args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
@@ -257,6 +257,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{args.repository} holds TensorRT models ({', '.join(plans)}), which the embedded tritonserver (python backend"
             " only) cannot load: pass --tritonserver /opt/tritonserver/bin/tritonserver inside NVIDIA's Triton container (see the Dockerfile)"
+        )
+    foreign = models_the_embedded_server_cannot_run(args.repository) if args.tritonserver is None else {}
+    if foreign:
+        raise ValueError(
+            f"{args.repository} holds models for Triton backends the embedded tritonserver (python backend only) lacks"
+            f" ({', '.join(f'{model}: {kind}' for model, kind in foreign.items())}): pass --tritonserver"
+            " /opt/tritonserver/bin/tritonserver inside NVIDIA's Triton container, or build --runtime openvino or python for the embedded server"
         )
     server = TritonServer(config, log_path=args.log_file, cache_dir=_cache_dir(args))
 

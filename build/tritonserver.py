@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,21 @@ def default_cache_dir() -> Path:
 def model_names(repository: Path) -> List[str]:
     """The models of a repository: directories holding a config.pbtxt."""
     return sorted(p.parent.name for p in Path(repository).glob("*/config.pbtxt"))
+
+
+# config.pbtxt: backend: "python" / platform: "onnxruntime_onnx" / platform: "ensemble"
+RUNTIME_LINE = re.compile(r'^(?:backend|platform): "([^"]+)"', re.MULTILINE)
+EMBEDDED_RUNS = ("python", "ensemble")
+
+
+def models_the_embedded_server_cannot_run(repository: Path) -> Dict[str, str]:
+    """Model name -> its backend or platform, for the models outside the embedded server's python backend."""
+    found = {}
+    for config in sorted(Path(repository).glob("*/config.pbtxt")):
+        match = RUNTIME_LINE.search(config.read_text())
+        if match and match.group(1) not in EMBEDDED_RUNS:
+            found[config.parent.name] = match.group(1)
+    return found
 
 
 class TritonServer:

@@ -102,3 +102,13 @@ def test_this_machines_bf16_check_agrees_with_openvino(tmp_path, capsys):
         require_native_bf16()
     assert main(["build", "--runtime", "openvino", "--precision", "bf16", "--preset", "tiny", "--repository", str(tmp_path / "r")]) == 1
     assert "use --precision fp32" in capsys.readouterr().err
+
+
+def test_serve_refuses_tritons_openvino_backend_on_the_embedded_server(tmp_path, capsys):
+    from sam_triton.build.repository import write_configs
+
+    write_configs(tmp_path / "repo", RepositoryOptions(runtime="openvino-backend"))
+    assert main(["serve", "--repository", str(tmp_path / "repo"), "--cache-dir", str(tmp_path / "cache")]) == 1
+    err = capsys.readouterr().err
+    assert "embedded tritonserver (python backend only) lacks (sam_decoder: onnxruntime_onnx, sam_encoder: openvino)" in err
+    assert "--tritonserver /opt/tritonserver/bin/tritonserver" in err and "build --runtime openvino" in err
