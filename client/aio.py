@@ -1,0 +1,102 @@
+"""``AsyncSamClient``: ``SamClient``'s API on asyncio (tritonclient.grpc.aio).
+
+Every method that talks to the server is a coroutine with the same name, arguments and result as
+in ``SamClient``; the local ones (``reset_image``, ``get_image_embedding``, the properties) are
+plain. One client may be shared by many tasks: the embedding region of the current image is
+reference-counted, so a ``set_image`` never overwrites an embedding a running ``predict`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any, Callable, Optional
+
+import tritonclient.grpc.aio as aioclient
+
+from .client_api import SamClientAPI
+from .contract import Limits
+from .drivers import run_async
+from .errors import ClientClosedError, ClientNotOpenError
+from .ops import Flow
+from .triton_io import GRPC_CHANNEL_ARGS
+
+DRAIN_POLL_S = 0.005
+
+
+def awaitable(builder: Callable[..., Flow]) -> Callable[..., Any]:
+    """A coroutine method running the flow ``builder`` makes (same name, signature and docstring)."""
+
+    @functools.wraps(builder)
+    async def method(self: "AsyncSamClient", *args: Any, **kwargs: Any) -> Any:
+        return await self._run(builder(self, *args, **kwargs))
+
+    method.__name__ = builder.__name__.lstrip("_")
+    method.__qualname__ = f"AsyncSamClient.{method.__name__}"
+    return method
+
+
+class AsyncSamClient(SamClientAPI):
+    """``SamClient`` on asyncio; the same options. Use ``async with AsyncSamClient(url) as client``."""
+
+    def __init__(self, url: str = "localhost:8001", **options: Any) -> None:
+        super().__init__(url, **options)
+        self._open_lock = asyncio.Lock()
+
+    set_image = awaitable(SamClientAPI._set_image)
+    predict = awaitable(SamClientAPI._predict)
+    predict_batch = awaitable(SamClientAPI._predict_batch)
+    segment = awaitable(SamClientAPI._segment)
+    generate = awaitable(SamClientAPI._generate)
+
+    async def open(self) -> "AsyncSamClient":
+        """Connect: wait for the server, read the decoder's limits, set up the transport."""
+        async with self._open_lock:
+            if self._core.state == "open":
+                return self
+            if self._core.state != "new":
+                raise ClientClosedError("this client is closed; create a new one")
+            self._grpc = aioclient.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
+            try:
+                await run_async(self._core.open(), self._grpc)
+            except BaseException:
+                await self._grpc.close()
+                self._grpc = None
+                raise
+        return self
+
+    async def close(self, *, timeout_s: Optional[float] = None) -> None:
+        """Wait up to ``timeout_s`` for calls in flight, unregister and free the shared memory,
+        close the channel. Idempotent; the client cannot be used afterwards."""
+        if not self._core.begin_close():
+            return
+        if self._grpc is None:
+            self._core.state = "closed"
+            return
+        deadline = time.monotonic() + self._core.timeout(timeout_s)
+        while self._core.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        try:
+            await run_async(self._core.close(), self._grpc)
+        finally:
+            await self._grpc.close()
+            self._grpc = None
+
+    @property
+    def limits(self) -> Limits:
+        """Prompt limits of the served decoder; known once open (``await client.open()``)."""
+        if self._core.limits is None:
+            raise ClientNotOpenError("the limits are read from the server on open: await client.open() first")
+        return self._core.limits
+
+    async def __aenter__(self) -> "AsyncSamClient":
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _run(self, flow: Flow) -> Any:
+        if self._core.state == "new":
+            await self.open()
+        return await run_async(flow, self._grpc)
