@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from typing import Any, Callable, Optional
 
 import tritonclient.grpc.aio as aioclient
@@ -18,11 +17,10 @@ import tritonclient.grpc.aio as aioclient
 from .client_api import SamClientAPI
 from .contract import Limits
 from .drivers import run_async
-from .errors import ClientClosedError, ClientNotOpenError
+from .errors import ClientNotOpenError
 from .ops import Flow
 from .triton_io import GRPC_CHANNEL_ARGS
 
-DRAIN_POLL_S = 0.005
 
 
 def awaitable(builder: Callable[..., Flow]) -> Callable[..., Any]:
@@ -53,35 +51,15 @@ class AsyncSamClient(SamClientAPI):
     async def open(self) -> "AsyncSamClient":
         """Connect: wait for the server, read the decoder's limits, set up the transport."""
         async with self._open_lock:
-            if self._core.state == "open":
-                return self
-            if self._core.state != "new":
-                raise ClientClosedError("this client is closed; create a new one")
-            self._grpc = aioclient.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
-            try:
-                await run_async(self._core.open(), self._grpc)
-            except BaseException:
-                await self._grpc.close()
-                self._grpc = None
-                raise
+            if self._core.should_open():
+                self._grpc = aioclient.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
+                await run_async(self._open_flow(), self._grpc)
         return self
 
     async def close(self, *, timeout_s: Optional[float] = None) -> None:
         """Wait up to ``timeout_s`` for calls in flight, unregister and free the shared memory,
         close the channel. Idempotent; the client cannot be used afterwards."""
-        if not self._core.begin_close():
-            return
-        if self._grpc is None:
-            self._core.state = "closed"
-            return
-        deadline = time.monotonic() + self._core.timeout(timeout_s)
-        while self._core.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(DRAIN_POLL_S)
-        try:
-            await run_async(self._core.close(), self._grpc)
-        finally:
-            await self._grpc.close()
-            self._grpc = None
+        await run_async(self._close_flow(timeout_s), self._grpc)
 
     @property
     def limits(self) -> Limits:

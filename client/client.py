@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -21,11 +20,9 @@ import tritonclient.grpc as grpcclient
 from .client_api import SamClientAPI
 from .contract import Limits
 from .drivers import run_blocking
-from .errors import ClientClosedError
 from .ops import Flow
 from .triton_io import GRPC_CHANNEL_ARGS
 
-DRAIN_POLL_S = 0.005
 
 
 def blocking(builder: Callable[..., Flow]) -> Callable[..., Any]:
@@ -68,35 +65,15 @@ class SamClient(SamClientAPI):
     def open(self) -> "SamClient":
         """Connect: wait for the server, read the decoder's limits, set up the transport."""
         with self._open_lock:
-            if self._core.state == "open":
-                return self
-            if self._core.state != "new":
-                raise ClientClosedError("this client is closed; create a new one")
-            self._grpc = grpcclient.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
-            try:
-                run_blocking(self._core.open(), self._grpc)
-            except BaseException:
-                self._grpc.close()
-                self._grpc = None
-                raise
+            if self._core.should_open():
+                self._grpc = grpcclient.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
+                run_blocking(self._open_flow(), self._grpc)
         return self
 
     def close(self, *, timeout_s: Optional[float] = None) -> None:
         """Wait up to ``timeout_s`` for calls in flight, unregister and free the shared memory,
         close the channel. Idempotent; the client cannot be used afterwards."""
-        if not self._core.begin_close():
-            return
-        if self._grpc is None:  # never opened
-            self._core.state = "closed"
-            return
-        deadline = time.monotonic() + self._core.timeout(timeout_s)
-        while self._core.in_flight and time.monotonic() < deadline:
-            time.sleep(DRAIN_POLL_S)
-        try:
-            run_blocking(self._core.close(), self._grpc)
-        finally:
-            self._grpc.close()
-            self._grpc = None
+        run_blocking(self._close_flow(timeout_s), self._grpc)
 
     @property
     def limits(self) -> Limits:

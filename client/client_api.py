@@ -7,6 +7,7 @@ two clients cannot drift apart.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -15,7 +16,10 @@ from . import automatic, predictor_flows
 from .automatic import MaskGeneratorOptions
 from .contract import Limits
 from .core import SamCore
-from .ops import Flow, RetryPolicy
+from .ops import Flow, RetryPolicy, Rpc, Sleep
+
+#: How often close() looks whether the calls in flight have ended.
+DRAIN_POLL_S = 0.005
 
 
 class SamClientAPI:
@@ -85,6 +89,33 @@ class SamClientAPI:
             return np.array(embedded.read())
         finally:
             self._core.release(embedded)
+
+    # -- lifecycle, as flows (the shells make the channel) --------------------------------
+    def _open_flow(self) -> Flow:
+        """Connect over the channel just made; on failure close it again."""
+        try:
+            yield from self._core.open()
+        except BaseException:
+            yield Rpc("close")
+            self._grpc = None
+            raise
+
+    def _close_flow(self, timeout_s: Optional[float]) -> Flow:
+        """Wait up to ``timeout_s`` for calls in flight, unregister and free the shared memory,
+        close the channel. Idempotent."""
+        if not self._core.begin_close():
+            return
+        if self._grpc is None:  # never opened
+            self._core.state = "closed"
+            return
+        deadline = time.monotonic() + self._core.timeout(timeout_s)
+        while self._core.in_flight and time.monotonic() < deadline:
+            yield Sleep(DRAIN_POLL_S)
+        try:
+            yield from self._core.close()
+        finally:
+            yield Rpc("close")
+            self._grpc = None
 
     # -- calls, as flows ---------------------------------------------------------------------
     def _set_image(self, image: Any, image_format: str = "RGB", *, timeout_s: Optional[float] = None) -> Flow:

@@ -145,10 +145,8 @@ class SamCore:
         """Wait for the server (retried until ``connect_timeout_s``), read the decoder's limits,
         resolve the transport and register a first region (so a server that cannot map it fails
         here, or makes "auto" fall back to "grpc")."""
-        if self.state != "new":
-            if self.state == "open":
-                return
-            raise ClientClosedError("this client is closed; create a new one")
+        if not self.should_open():
+            return
         yield from self._probe_ready()
         if self.limits is None:
             config = yield from self._rpc(read_rpc("get_model_config", model=DECODER_MODEL, timeout_s=self.timeout_s,
@@ -176,6 +174,12 @@ class SamCore:
         self.transport = transport
         if self.pool is not None:
             yield from self._lease_and_release_probe()
+
+    def should_open(self) -> bool:
+        """True while new; False once open; ClientClosedError once closing or closed."""
+        if self.state in ("closing", "closed"):
+            raise ClientClosedError("this client is closed; create a new one")
+        return self.state == "new"
 
     def begin_close(self) -> bool:
         """Refuse new calls from now on; False if the client was already closing or closed."""
