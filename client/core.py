@@ -51,6 +51,7 @@ from .errors import (
     ServerError,
     ServerUnavailableError,
     SharedMemoryError,
+    TransportUnavailableError,
 )
 from .ops import Flow, RetryPolicy, Sleep, call, read_rpc, NO_RETRY
 from .prompts import DecoderPrompt
@@ -118,6 +119,8 @@ class SamCore:
     ) -> None:
         if transport not in TRANSPORTS:
             raise InvalidInputError("transport", f"got {transport!r}; expected one of {', '.join(TRANSPORTS)}")
+        if not isinstance(max_regions, int) or max_regions < 1:
+            raise InvalidInputError("max_regions", f"got {max_regions!r}; expected an integer >= 1 (3 let a click keep everything in shared memory)")
         self.url = url
         self.timeout_s = check_timeout(timeout_s, "timeout_s")
         self.connect_timeout_s = check_timeout(connect_timeout_s, "connect_timeout_s")
@@ -374,7 +377,14 @@ class SamCore:
         """A registered region of at least ``byte_size`` bytes (release it), or None: send over gRPC."""
         if self.pool is None or self.transport == "grpc":
             return None
-        acquired = self.pool.acquire(byte_size)
+        try:
+            acquired = self.pool.acquire(byte_size)
+        except TransportUnavailableError as exc:  # /dev/shm full, or no GPU memory
+            if self.requested_transport != "auto":
+                raise
+            log.warning("cannot make a shared-memory region (%s); falling back to transport='grpc'", exc)
+            self.transport = "grpc"
+            return None
         if acquired is None:
             return None
         for victim in acquired.evicted:

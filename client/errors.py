@@ -109,6 +109,9 @@ def from_triton(
     code = status_name(exc)
     message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
     cls = _BY_STATUS.get(code or "", ServerError)
+    message = message or str(exc)
     if shared_memory and cls not in (ServerUnavailableError, RequestTimeoutError):
         cls = SharedMemoryError
-    return cls(message or str(exc), model=model, status=code, request=request)
+        message += (" (system shared memory needs the server on this host with the same /dev/shm, in Docker"
+                    " --ipc=host; CUDA shared memory needs a server with a GPU; transport='grpc' works everywhere)")
+    return cls(message, model=model, status=code, request=request)

@@ -110,9 +110,9 @@ def _cuda_shared_memory() -> Any:
         import tritonclient.utils.cuda_shared_memory as cudashm
     except (ImportError, RuntimeError) as exc:
         raise TransportUnavailableError(
-            "transport='cuda' needs tritonclient's CUDA shared-memory utilities, which need cuda-python"
-            f" (pip install 'tritonclient[cuda]') and a GPU on this host ({exc}); use transport='shm' for a"
-            " server on this host or transport='grpc'"
+            "transport='cuda' needs tritonclient's CUDA shared-memory utilities, which need cuda-python with"
+            " its legacy cuda.cudart module (pip install 'tritonclient[cuda]' 'cuda-python<13') and a GPU on"
+            f" this host ({exc}); use transport='shm' for a server on this host or transport='grpc'"
         ) from exc
     return cudashm
 

@@ -44,8 +44,11 @@ class CountingProxy:
             writer.close()
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        server_reader, server_writer = await asyncio.open_connection(*self.target)
-        await asyncio.gather(self._pump(client_reader, server_writer, True), self._pump(server_reader, client_writer, False))
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self.target)
+            await asyncio.gather(self._pump(client_reader, server_writer, True), self._pump(server_reader, client_writer, False))
+        except (ConnectionError, asyncio.CancelledError):  # the server went away, or the proxy stops
+            client_writer.close()
 
     def __enter__(self) -> "CountingProxy":
         started = threading.Event()

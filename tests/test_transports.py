@@ -4,13 +4,21 @@ tritonserver: same answers, few bytes per click, regions cleaned up on close and
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 import pytest
 
 from sam_triton.build.verify import rel_l2
-from sam_triton.client import InvalidRequestError, RequestTimeoutError, SamClient, TransportUnavailableError
+from sam_triton.client import (
+    InvalidRequestError,
+    RequestTimeoutError,
+    SamClient,
+    SharedMemoryError,
+    TransportUnavailableError,
+)
+from sam_triton.client.regions import REGION_KINDS, SystemRegion
 from sam_triton.perf.wire_proxy import CountingProxy
 
 from .shm_status import server_regions, shm_segments
@@ -137,3 +145,22 @@ def test_cuda_transport_says_why_it_cannot_work_here(grpc_url):
         pytest.skip("tritonclient's CUDA utilities import here: this check is for machines without them")
     with pytest.raises(TransportUnavailableError, match="transport='cuda' needs .*cuda-python.*use transport='shm'"):
         SamClient(grpc_url, transport="cuda").open()
+
+
+class UnmappableRegion(SystemRegion):
+    """A region the server cannot open, as for a server on another host: unlinked right away."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        os.unlink(f"/dev/shm/{self.name}")
+
+
+def test_a_server_that_cannot_map_the_region(grpc_url, images, monkeypatch):
+    monkeypatch.setitem(REGION_KINDS, "shm", UnmappableRegion)
+    with pytest.raises(SharedMemoryError, match=r"Unable to open shared memory region.*transport='grpc' works everywhere.*registering system shared memory"):
+        SamClient(grpc_url, transport="shm").open()
+    with SamClient(grpc_url) as client:  # auto falls back to grpc
+        assert client.transport == "grpc"
+        client.set_image(images["dog"])
+        masks, _, _ = client.predict(**CLICK)
+        assert masks.shape == (3, 534, 800)
