@@ -14,13 +14,12 @@ from typing import Any, Callable, Optional
 
 import tritonclient.grpc.aio as aioclient
 
-from .client_api import SamClientAPI
+from .client_api import SamClientAPI, as_public_method
 from .contract import Limits
 from .drivers import run_async
 from .errors import ClientNotOpenError
 from .ops import Flow
 from .triton_io import GRPC_CHANNEL_ARGS
-
 
 
 def awaitable(builder: Callable[..., Flow]) -> Callable[..., Any]:
@@ -30,17 +29,13 @@ def awaitable(builder: Callable[..., Flow]) -> Callable[..., Any]:
     async def method(self: "AsyncSamClient", *args: Any, **kwargs: Any) -> Any:
         return await self._run(builder(self, *args, **kwargs))
 
-    method.__name__ = builder.__name__.lstrip("_")
-    method.__qualname__ = f"AsyncSamClient.{method.__name__}"
-    return method
+    return as_public_method(method, builder, "AsyncSamClient")
 
 
 class AsyncSamClient(SamClientAPI):
     """``SamClient`` on asyncio; the same options. Use ``async with AsyncSamClient(url) as client``."""
 
-    def __init__(self, url: str = "localhost:8001", **options: Any) -> None:
-        super().__init__(url, **options)
-        self._open_lock = asyncio.Lock()
+    _make_open_lock = staticmethod(asyncio.Lock)
 
     set_image = awaitable(SamClientAPI._set_image)
     predict = awaitable(SamClientAPI._predict)

@@ -14,15 +14,13 @@ import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
-
 import tritonclient.grpc as grpcclient
 
-from .client_api import SamClientAPI
+from .client_api import SamClientAPI, as_public_method
 from .contract import Limits
 from .drivers import run_blocking
 from .ops import Flow
 from .triton_io import GRPC_CHANNEL_ARGS
-
 
 
 def blocking(builder: Callable[..., Flow]) -> Callable[..., Any]:
@@ -32,9 +30,7 @@ def blocking(builder: Callable[..., Flow]) -> Callable[..., Any]:
     def method(self: "SamClient", *args: Any, **kwargs: Any) -> Any:
         return self._run(builder(self, *args, **kwargs))
 
-    method.__name__ = builder.__name__.lstrip("_")
-    method.__qualname__ = f"SamClient.{method.__name__}"
-    return method
+    return as_public_method(method, builder, "SamClient")
 
 
 class SamClient(SamClientAPI):
@@ -52,9 +48,7 @@ class SamClient(SamClientAPI):
     and frees its shared memory. Safe to share between threads.
     """
 
-    def __init__(self, url: str = "localhost:8001", **options: Any) -> None:
-        super().__init__(url, **options)
-        self._open_lock = threading.Lock()
+    _make_open_lock = staticmethod(threading.Lock)
 
     set_image = blocking(SamClientAPI._set_image)
     predict = blocking(SamClientAPI._predict)

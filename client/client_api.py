@@ -7,8 +7,9 @@ two clients cannot drift apart.
 
 from __future__ import annotations
 
+import inspect
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -20,6 +21,14 @@ from .ops import Flow, RetryPolicy, Rpc, Sleep
 
 #: How often close() looks whether the calls in flight have ended.
 DRAIN_POLL_S = 0.005
+
+
+def as_public_method(method: Callable[..., Any], builder: Callable[..., Flow], owner: str) -> Callable[..., Any]:
+    """Name ``method`` (a wrapper running ``builder``'s flow) as the public call, with its signature."""
+    method.__name__ = builder.__name__.lstrip("_")
+    method.__qualname__ = f"{owner}.{method.__name__}"
+    method.__signature__ = inspect.signature(builder).replace(return_annotation=inspect.Signature.empty)  # type: ignore[attr-defined]
+    return method
 
 
 class SamClientAPI:
@@ -40,6 +49,11 @@ class SamClientAPI:
         self._core = SamCore(url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s, transport=transport,
                              retry=retry or RetryPolicy(), limits=limits, cuda_device=cuda_device, max_regions=max_regions)
         self._grpc: Any = None
+        self._open_lock = self._make_open_lock()
+
+    @staticmethod
+    def _make_open_lock() -> Any:
+        raise NotImplementedError  # threading.Lock or asyncio.Lock, by client
 
     # -- state (no IO) -----------------------------------------------------------------------
     @property
