@@ -1,0 +1,188 @@
+"""Run perf_analyzer over a concurrency sweep and read back its CSV and its server-side summary.
+
+One perf_analyzer process per (model, concurrency): the sweep 1, 2, 4, 8, 16 is not an arithmetic
+``--concurrency-range``, and a level that fails to stabilize is then recorded as a failure instead
+of losing the whole sweep. Client-side figures (throughput, latency percentiles) come from the
+``-f`` CSV. The server's queue/compute split comes from perf_analyzer's printed server summary
+(Triton's statistics extension): for an ensemble the CSV folds the composing models' queue time
+into "Network+Server Send/Recv", while the summary sums it correctly. All times are microseconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .install import PerfAnalyzer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """perf_analyzer's measurement and stability settings for one model (recorded in the report).
+
+    ``fixed_request_count > 0`` (the quick mode) takes one measurement of that many requests per
+    concurrency, times the concurrency, with no stability check (``--request-count``).
+    """
+
+    mode: str = "count_windows"  # --measurement-mode: count_windows | time_windows
+    interval_ms: int = 5000  # --measurement-interval: the window (time_windows) or its first length
+    request_count: int = 50  # --measurement-request-count: requests per window (count_windows)
+    stability_percentage: float = 10.0  # --stability-percentage
+    max_trials: int = 10  # --max-trials
+    fixed_request_count: int = 0  # --request-count per unit of concurrency; 0: stabilize with windows
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("count_windows", "time_windows"):
+            raise ValueError(f"measurement mode {self.mode!r}: expected count_windows or time_windows")
+
+    def flags(self, concurrency: int) -> List[str]:
+        if self.fixed_request_count > 0:
+            return ["--request-count", str(self.fixed_request_count * concurrency)]
+        flags = ["--measurement-mode", self.mode, "--measurement-interval", str(self.interval_ms)]
+        if self.mode == "count_windows":
+            flags += ["--measurement-request-count", str(self.request_count)]
+        return flags + ["--stability-percentage", f"{self.stability_percentage:g}", "--max-trials", str(self.max_trials)]
+
+    def describe(self) -> str:
+        if self.fixed_request_count > 0:
+            return f"one measurement of {self.fixed_request_count} x concurrency requests (--request-count), no stability check"
+        window = f"{self.request_count} requests per window" if self.mode == "count_windows" else f"{self.interval_ms} ms windows"
+        return (f"{self.mode}, {window} (first window {self.interval_ms} ms), stable when 3 windows agree within "
+                f"{self.stability_percentage:g}% in throughput and latency, at most {self.max_trials} windows")
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """Triton's per-request averages for one level (us): queue, compute, and how often it batched."""
+
+    request_us: float
+    queue_us: float
+    compute_us: float
+    inference_count: int
+    execution_count: int
+
+    @property
+    def avg_batch(self) -> float:
+        return self.inference_count / self.execution_count if self.execution_count else 0.0
+
+
+@dataclass(frozen=True)
+class Level:
+    """One concurrency level as perf_analyzer measured it (latencies in us, throughput in requests/s)."""
+
+    concurrency: int
+    throughput: float
+    p50_us: float
+    p90_us: float
+    p95_us: float
+    p99_us: float
+    avg_us: float
+    server: ServerStats
+    composing: Tuple[Tuple[str, ServerStats], ...] = ()
+
+
+@dataclass
+class Sweep:
+    """One data set's levels on a model, the levels perf_analyzer could not measure (with its reason)
+    and the commands run. ``label`` names the data set (the model's name, or e.g. "sam_decoder, single clicks")."""
+
+    label: str
+    model: str
+    measurement: Measurement
+    levels: List[Level] = field(default_factory=list)
+    failures: Dict[int, str] = field(default_factory=dict)
+    commands: List[str] = field(default_factory=list)
+    csv_files: List[Path] = field(default_factory=list)
+
+    def at(self, concurrency: int) -> Optional[Level]:
+        return next((level for level in self.levels if level.concurrency == concurrency), None)
+
+
+CSV_FIELDS = {"p50_us": "p50 latency", "p90_us": "p90 latency", "p95_us": "p95 latency", "p99_us": "p99 latency", "avg_us": "Avg latency"}
+_SERVER = re.compile(
+    r"Inference count: (\d+)\s+Execution count: (\d+)\s+Successful request count: \d+\s+"
+    r"Avg request latency: (\d+) usec \(overhead \d+ usec \+ queue (\d+) usec \+ "
+    r"(?:compute input (\d+) usec \+ compute infer (\d+) usec \+ compute output (\d+) usec|compute (\d+) usec)\)"
+)
+_COMPOSING = re.compile(r"^\s*(\S+), version: \S*\s*$", re.M)
+
+
+def _server_stats(match: "re.Match[str]") -> ServerStats:
+    inferences, executions, request, queue, c_in, c_infer, c_out, compute = match.groups()
+    total = float(compute) if compute is not None else float(c_in) + float(c_infer) + float(c_out)
+    return ServerStats(request_us=float(request), queue_us=float(queue), compute_us=total,
+                       inference_count=int(inferences), execution_count=int(executions))
+
+
+def parse_server_summary(text: str) -> Tuple[ServerStats, Tuple[Tuple[str, ServerStats], ...]]:
+    """The "Server:" block of perf_analyzer's output, and each composing model's block for an ensemble."""
+    matches = list(_SERVER.finditer(text))
+    if not matches:
+        raise ValueError("perf_analyzer printed no server-side summary (Inference count ... Avg request latency)")
+    names = [(m.start(), m.group(1)) for m in _COMPOSING.finditer(text)]
+    composing = []
+    for match in matches[1:]:
+        name = [n for start, n in names if start < match.start()]
+        composing.append((name[-1] if name else "?", _server_stats(match)))
+    return _server_stats(matches[0]), tuple(composing)
+
+
+def parse_csv(path: Path) -> List[Dict[str, float]]:
+    """perf_analyzer's ``-f`` CSV (with --verbose-csv) -> one dict of floats per row."""
+    with open(path, newline="") as f:
+        rows = [{key: float(value) for key, value in row.items() if key and value not in (None, "")} for row in csv.DictReader(f)]
+    if not rows:
+        raise ValueError(f"{path}: perf_analyzer wrote no rows")
+    return rows
+
+
+def read_level(csv_path: Path, output: str) -> Level:
+    row = parse_csv(csv_path)[0]
+    server, composing = parse_server_summary(output)
+    return Level(concurrency=int(row["Concurrency"]), throughput=row["Inferences/Second"],
+                 server=server, composing=composing, **{k: row[v] for k, v in CSV_FIELDS.items()})
+
+
+def _failure_reason(output: str, returncode: int) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
+    return (errors[-1] if errors else (lines[-1] if lines else "no output")) + f" (exit {returncode})"
+
+
+def run_sweep(tool: PerfAnalyzer, *, label: str, model: str, url: str, input_data: Path, concurrencies: Sequence[int],
+              measurement: Measurement, out_dir: Path, timeout_s: float) -> Sweep:
+    """Run perf_analyzer once per concurrency against ``model`` at gRPC ``url`` with ``input_data``.
+
+    CSVs and logs go to ``out_dir``, named after the input data file (``<stem>-c<concurrency>.csv``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep = Sweep(label=label, model=model, measurement=measurement)
+    for concurrency in concurrencies:
+        stem = f"{Path(input_data).stem}-c{concurrency}"
+        csv_path = out_dir / f"{stem}.csv"
+        command = [str(tool.binary), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
+                   "--concurrency-range", str(concurrency), *measurement.flags(concurrency), "-f", str(csv_path), "--verbose-csv"]
+        sweep.commands.append(shlex.join(command))
+        log.info("perf_analyzer: %s at concurrency %d", label, concurrency)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env=tool.environment(), timeout=timeout_s)
+            output, returncode = done.stdout + done.stderr, done.returncode
+        except subprocess.TimeoutExpired as exc:
+            output, returncode = f"perf_analyzer timed out after {timeout_s:.0f} s", -1
+        (out_dir / f"{stem}.log").write_text(f"$ {sweep.commands[-1]}\n{output}")
+        if returncode != 0 or not csv_path.is_file():
+            sweep.failures[concurrency] = _failure_reason(output, returncode)
+            log.warning("perf_analyzer could not measure %s at concurrency %d: %s", label, concurrency, sweep.failures[concurrency])
+            continue
+        sweep.levels.append(read_level(csv_path, output))
+        sweep.csv_files.append(csv_path)
+    return sweep
