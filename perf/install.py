@@ -8,8 +8,10 @@ names makes the binary run with no apt and no CUDA install. Elsewhere Debian's `
 pip's ``nvidia-cuda-runtime-cu12`` provide them.
 
 Order of search: ``$PERF_ANALYZER``; a ``perf_analyzer`` on PATH that runs (NGC's ``-py3-sdk``
-image, or ``pip install perf-analyzer`` where glibc >= 2.38); our tools folder; else fetch. Run
-``python -m sam_triton.perf.install`` to fetch ahead of time; a second run does nothing.
+image, or ``pip install perf-analyzer`` where glibc >= 2.38); the one pip put in this
+environment's ``bin/`` with tritonclient's manylinux wheel; one fetched into our tools folder
+before; else fetch it. ``python -m sam_triton.perf.install`` does this ahead of time; a second run
+only checks.
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ def fetch(tools_dir: Path, version: str = PERF_ANALYZER_VERSION) -> Path:
             " nvcr.io/nvidia/tritonserver:<yy.mm>-py3-sdk image, or `pip install perf-analyzer` (glibc >= 2.38)"
         )
     home = Path(tools_dir) / f"perf_analyzer-{version}"
+    Path(tools_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tools_dir) as scratch:
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                    "--platform", WHEEL_PLATFORMS[machine], f"tritonclient=={version}", "-d", scratch]
@@ -157,8 +160,21 @@ def fetch(tools_dir: Path, version: str = PERF_ANALYZER_VERSION) -> Path:
     return home
 
 
+def _unrunnable(binary: Path, missing: Sequence[str]) -> PerfAnalyzerNotFound:
+    hint = f" (not found in any installed wheel: {', '.join(missing)})" if missing else ""
+    return PerfAnalyzerNotFound(
+        f"{binary} does not run{hint}. It needs libb64.so.0d and libcudart.so.12: pip install 'sam-triton[serve]'"
+        " (nvidia-pytriton bundles both), or apt-get install libb64-0d and pip install nvidia-cuda-runtime-cu12."
+        " See DEVELOPERS.md."
+    )
+
+
 def ensure_perf_analyzer(tools_dir: Optional[Path] = None, *, allow_fetch: bool = True) -> PerfAnalyzer:
-    """A perf_analyzer that runs here: found, or fetched into ``tools_dir`` (idempotent, fast when present)."""
+    """A perf_analyzer that runs here: found, or fetched into ``tools_dir`` (idempotent, fast when present).
+
+    Where pip installed tritonclient's manylinux wheel, its perf_analyzer is already in this
+    environment's ``bin/``: then only the library links are made, in ``tools_dir/lib``.
+    """
     if os.environ.get("PERF_ANALYZER"):
         tool = _candidate(Path(os.environ["PERF_ANALYZER"]))
         if tool is None:
@@ -168,21 +184,20 @@ def ensure_perf_analyzer(tools_dir: Optional[Path] = None, *, allow_fetch: bool 
     if on_path and (tool := _candidate(Path(on_path))):
         return tool
     tools_dir = Path(tools_dir) if tools_dir else default_tools_dir()
-    tools_dir.mkdir(parents=True, exist_ok=True)
-    home = tools_dir / f"perf_analyzer-{PERF_ANALYZER_VERSION}"
-    if not (home / "bin" / "perf_analyzer").is_file():
+    lib_dir = tools_dir / "lib"
+    missing = link_libraries(lib_dir)
+    installed = Path(sysconfig.get_path("scripts")) / "perf_analyzer"
+    if installed.is_file():
+        if tool := _candidate(installed, (lib_dir,)):
+            return tool
+    binary = tools_dir / f"perf_analyzer-{PERF_ANALYZER_VERSION}" / "bin" / "perf_analyzer"
+    if not binary.is_file():
         if not allow_fetch:
-            raise PerfAnalyzerNotFound(f"perf_analyzer is not in {home}; run `python -m sam_triton.perf.install`")
-        home = fetch(tools_dir)
-    missing = link_libraries(home / "lib")
-    tool = _candidate(home / "bin" / "perf_analyzer", (home / "lib",))
+            raise PerfAnalyzerNotFound(f"perf_analyzer is not in {binary.parent}; run `python -m sam_triton.perf.install`")
+        fetch(tools_dir)
+    tool = _candidate(binary, (lib_dir,))
     if tool is None:
-        hint = f" (not found in any installed wheel: {', '.join(missing)})" if missing else ""
-        raise PerfAnalyzerNotFound(
-            f"{home / 'bin' / 'perf_analyzer'} does not run{hint}. It needs libb64.so.0d and libcudart.so.12:"
-            " pip install 'sam-triton[serve]' (nvidia-pytriton bundles both), or apt-get install libb64-0d"
-            " and pip install nvidia-cuda-runtime-cu12. See DEVELOPERS.md."
-        )
+        raise _unrunnable(binary, missing)
     return tool
 
 
