@@ -28,35 +28,41 @@ log = logging.getLogger(__name__)
 class Measurement:
     """perf_analyzer's measurement and stability settings for one model (recorded in the report).
 
-    ``fixed_request_count > 0`` (the quick mode) takes one measurement of that many requests per
-    concurrency, times the concurrency, with no stability check (``--request-count``).
+    Windows scale with concurrency: each holds ``rounds`` requests per concurrent client
+    (``--measurement-request-count`` = rounds x concurrency), so that a window at concurrency 16
+    spans as many rounds of requests as one at concurrency 1; with dynamic batching, shorter windows
+    at high concurrency catch a few bursts and never stabilize. ``stabilize=False`` (the quick mode)
+    takes one measurement of rounds x concurrency requests (``--request-count``), no stability check.
     """
 
     mode: str = "count_windows"  # --measurement-mode: count_windows | time_windows
     interval_ms: int = 5000  # --measurement-interval: the window (time_windows) or its first length
-    request_count: int = 50  # --measurement-request-count: requests per window (count_windows)
+    rounds: int = 10  # requests per window per concurrent client (count_windows)
     stability_percentage: float = 10.0  # --stability-percentage
     max_trials: int = 10  # --max-trials
-    fixed_request_count: int = 0  # --request-count per unit of concurrency; 0: stabilize with windows
+    stabilize: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("count_windows", "time_windows"):
             raise ValueError(f"measurement mode {self.mode!r}: expected count_windows or time_windows")
+        if self.rounds < 1:
+            raise ValueError(f"window rounds must be >= 1, got {self.rounds}")
 
     def flags(self, concurrency: int) -> List[str]:
-        if self.fixed_request_count > 0:
-            return ["--request-count", str(self.fixed_request_count * concurrency)]
+        if not self.stabilize:
+            return ["--request-count", str(self.rounds * concurrency)]
         flags = ["--measurement-mode", self.mode, "--measurement-interval", str(self.interval_ms)]
         if self.mode == "count_windows":
-            flags += ["--measurement-request-count", str(self.request_count)]
+            flags += ["--measurement-request-count", str(self.rounds * concurrency)]
         return flags + ["--stability-percentage", f"{self.stability_percentage:g}", "--max-trials", str(self.max_trials)]
 
     def describe(self) -> str:
-        if self.fixed_request_count > 0:
-            return f"one measurement of {self.fixed_request_count} x concurrency requests (--request-count), no stability check"
-        window = f"{self.request_count} requests per window" if self.mode == "count_windows" else f"{self.interval_ms} ms windows"
-        return (f"{self.mode}, {window} (first window {self.interval_ms} ms), stable when 3 windows agree within "
-                f"{self.stability_percentage:g}% in throughput and latency, at most {self.max_trials} windows")
+        if not self.stabilize:
+            return f"one measurement of {self.rounds} x concurrency requests (--request-count), no stability check"
+        window = (f"windows of {self.rounds} x concurrency requests (--measurement-request-count)" if self.mode == "count_windows"
+                  else f"{self.interval_ms} ms windows")
+        return (f"{self.mode}: {window}, stable when 3 consecutive windows agree within {self.stability_percentage:g}% "
+                f"(--stability-percentage) in throughput and latency, at most {self.max_trials} windows (--max-trials)")
 
 
 @dataclass(frozen=True)
@@ -170,7 +176,7 @@ def run_sweep(tool: PerfAnalyzer, *, label: str, model: str, url: str, input_dat
         stem = f"{Path(input_data).stem}-c{concurrency}"
         csv_path = out_dir / f"{stem}.csv"
         command = [str(tool.binary), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
-                   "--concurrency-range", str(concurrency), *measurement.flags(concurrency), "-f", str(csv_path), "--verbose-csv"]
+                   "--concurrency-range", str(concurrency), *measurement.flags(concurrency), "-f", str(csv_path), "--verbose-csv", "-v"]
         sweep.commands.append(shlex.join(command))
         log.info("perf_analyzer: %s at concurrency %d", label, concurrency)
         try:

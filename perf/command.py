@@ -6,6 +6,7 @@ Kept import-light (argparse only at import time) because the CLI imports it on e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -34,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder-concurrency", type=concurrency_list, help="Concurrency levels for sam_encoder and the sam ensemble, which both run the image encoder (default: --concurrency).")
     parser.add_argument("--measurement-mode", choices=["count_windows", "time_windows"], help="perf_analyzer's --measurement-mode: windows of a request count, or of a fixed time.")
     parser.add_argument("--measurement-interval", type=int, help="perf_analyzer's --measurement-interval in milliseconds: the window length (time_windows) or its first length (count_windows); default 5000.")
-    parser.add_argument("--measurement-request-count", type=int, help="perf_analyzer's --measurement-request-count for sam_decoder: requests per window in count_windows mode (default 50).")
-    parser.add_argument("--encoder-measurement-request-count", type=int, help="The same for sam_encoder and sam, whose requests take far longer (default 10).")
+    parser.add_argument("--window-rounds", type=int, help="Requests per concurrent client in each count window for sam_decoder: perf_analyzer's --measurement-request-count is this times the concurrency (default 10).")
+    parser.add_argument("--encoder-window-rounds", type=int, help="The same for sam_encoder and sam, whose requests take far longer (default 5).")
     parser.add_argument("--stability-percentage", type=float, help="perf_analyzer's --stability-percentage: how far 3 windows may differ and still count as stable (default 10).")
     parser.add_argument("--max-trials", type=int, help="perf_analyzer's --max-trials: the most windows per level before it gives up on stability (default 10).")
     parser.add_argument("--baseline-requests", type=int, help="Timed in-process requests per model and baseline runtime (default 20; 3 with --quick).")
@@ -46,27 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace):
-    """The parsed flags -> PerfOptions (quick-mode defaults where a flag was not given)."""
+    """The parsed flags -> PerfOptions (the full or the quick run's defaults where a flag was not given)."""
     from sam_triton.build.pipeline import ModelChoice
     from sam_triton.build.tritonserver import default_cache_dir
 
     from . import options as o
     from .analyzer import Measurement
 
-    window_flags = ("measurement_mode", "measurement_interval", "measurement_request_count",
-                    "encoder_measurement_request_count", "stability_percentage", "max_trials")
-    windows = not args.quick or any(getattr(args, name) is not None for name in window_flags)
+    # --quick measures once per level; any stability flag brings perf_analyzer's windows back.
+    stability = (args.measurement_mode, args.measurement_interval, args.stability_percentage, args.max_trials)
+    stabilize = not args.quick or any(value is not None for value in stability)
 
-    def measurement(request_count, default: Measurement) -> Measurement:
-        def pick(value, fallback):
-            return fallback if value is None else value
-
-        return Measurement(
-            mode=pick(args.measurement_mode, default.mode), interval_ms=pick(args.measurement_interval, default.interval_ms),
-            request_count=pick(request_count, default.request_count),
-            stability_percentage=pick(args.stability_percentage, default.stability_percentage),
-            max_trials=pick(args.max_trials, default.max_trials),
-        )
+    def measurement(rounds, full: Measurement, quick: Measurement) -> Measurement:
+        given = {"mode": args.measurement_mode, "interval_ms": args.measurement_interval, "rounds": rounds,
+                 "stability_percentage": args.stability_percentage, "max_trials": args.max_trials}
+        base = quick if args.quick else full
+        return dataclasses.replace(base, stabilize=stabilize, **{k: v for k, v in given.items() if v is not None})
 
     decoder_levels = args.concurrency or (o.QUICK_DECODER_CONCURRENCY if args.quick else o.FULL_CONCURRENCY)
     encoder_levels = args.encoder_concurrency or args.concurrency or (o.QUICK_ENCODER_CONCURRENCY if args.quick else o.FULL_CONCURRENCY)
@@ -76,8 +72,8 @@ def options_from_args(args: argparse.Namespace):
         runtime=args.runtime, url=args.url, tritonserver=args.tritonserver,
         check_image=args.image, check_export=not args.skip_check, photos=tuple(args.photo or ()),
         decoder_concurrency=decoder_levels, encoder_concurrency=encoder_levels,
-        decoder_measurement=measurement(args.measurement_request_count, o.FULL_DECODER_MEASUREMENT) if windows else o.QUICK_DECODER_MEASUREMENT,
-        encoder_measurement=measurement(args.encoder_measurement_request_count, o.FULL_ENCODER_MEASUREMENT) if windows else o.QUICK_ENCODER_MEASUREMENT,
+        decoder_measurement=measurement(args.window_rounds, o.FULL_DECODER_MEASUREMENT, o.QUICK_DECODER_MEASUREMENT),
+        encoder_measurement=measurement(args.encoder_window_rounds, o.FULL_ENCODER_MEASUREMENT, o.QUICK_ENCODER_MEASUREMENT),
         baseline_requests=args.baseline_requests or (o.QUICK_BASELINE_REQUESTS if args.quick else o.FULL_BASELINE_REQUESTS),
         quick=args.quick, tools_dir=args.tools_dir, run_timeout_s=args.run_timeout,
         command_line=shlex.join(["sam-triton", *getattr(args, "argv", sys.argv[1:])]),

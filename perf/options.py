@@ -11,18 +11,19 @@ from sam_triton.build.pipeline import ModelChoice
 from .analyzer import Measurement
 
 FULL_CONCURRENCY = (1, 2, 4, 8, 16)
-#: The full run: count windows of 50 requests for the decoder (perf_analyzer's default count) and
-#: 10 for the encoder and the ensemble, which are slower by an order of magnitude or more.
-FULL_DECODER_MEASUREMENT = Measurement(request_count=50)
-FULL_ENCODER_MEASUREMENT = Measurement(request_count=10)
+#: The full run: count windows of 10 requests per concurrent client for the decoder, 5 for the
+#: encoder and the ensemble, which are slower by an order of magnitude or more; perf_analyzer's
+#: default stability (10%, at most 10 windows).
+FULL_DECODER_MEASUREMENT = Measurement(rounds=10)
+FULL_ENCODER_MEASUREMENT = Measurement(rounds=5)
 FULL_BASELINE_REQUESTS = 20
 
 #: --quick: two levels per model (decoder 1 and 8, for the batching ratio), one fixed-size
 #: measurement per level, so that CI finishes in about a minute on two cores.
 QUICK_DECODER_CONCURRENCY = (1, 8)
 QUICK_ENCODER_CONCURRENCY = (1, 2)
-QUICK_DECODER_MEASUREMENT = Measurement(fixed_request_count=4)
-QUICK_ENCODER_MEASUREMENT = Measurement(fixed_request_count=3)
+QUICK_DECODER_MEASUREMENT = Measurement(rounds=4, stabilize=False)
+QUICK_ENCODER_MEASUREMENT = Measurement(rounds=3, stabilize=False)
 QUICK_BASELINE_REQUESTS = 3
 
 

@@ -146,7 +146,7 @@ def test_a_level_perf_analyzer_cannot_measure_is_recorded(server, workload, tiny
     written = write_input_data(workload, ort_embeddings(OrtRunner(tiny_onnx[0]), workload.photos), tmp_path / "data")
     sweep = run_sweep(ensure_perf_analyzer(), label="wrong inputs", model=contract.DECODER_MODEL, url=server.config.grpc_url,
                       input_data=written[contract.ENCODER_MODEL][1], concurrencies=[1],
-                      measurement=Measurement(fixed_request_count=1), out_dir=tmp_path / "pa", timeout_s=120)
+                      measurement=Measurement(rounds=1, stabilize=False), out_dir=tmp_path / "pa", timeout_s=120)
     assert sweep.levels == [] and list(sweep.failures) == [1]
     assert "Failed to init manager inputs: missing tensor" in sweep.failures[1], sweep.failures[1]
     assert (tmp_path / "pa" / "sam_encoder-c1.log").read_text().startswith("$ ")
@@ -166,3 +166,34 @@ def test_perf_rejects_bad_concurrency(capsys):
     with pytest.raises(SystemExit):
         main(["perf", "--preset", "tiny", "--repository", "r", "--concurrency", "1,x"])
     assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_perf_against_a_running_server_with_url(grpc_url, python_repository, cache_dir, tmp_path):
+    code = main(["perf", "--preset", "tiny", "--repository", str(python_repository), "--cache-dir", str(cache_dir),
+                 "--url", grpc_url, "--quick", "--concurrency", "1", "--baseline-requests", "1",
+                 "--photo", str(IMAGES_DIR / "dog.jpg"), "--out", str(tmp_path)])
+    assert code == 0
+    (run_dir,) = tmp_path.iterdir()
+    report = (run_dir / "report.md").read_text()
+    assert f"a running tritonserver at {grpc_url} (--url)" in report and "tritonserver.log" not in {p.name for p in run_dir.iterdir()}
+    assert ("| dynamic-batching gain, sam_decoder (mixed prompts) | not measured (needs sam_decoder measured at concurrency 1 and 8) |"
+            in report)
+    assert report.count("**") >= 2 * 7  # the other seven ratios were measured
+
+
+def test_quick_mode_measures_once_unless_a_stability_flag_is_given():
+    from sam_triton.build.cli import build_parser
+    from sam_triton.perf.command import options_from_args
+
+    def options(*flags):
+        return options_from_args(build_parser().parse_args(["perf", "--preset", "tiny", "--repository", "r", *flags]))
+
+    quick = options("--quick")
+    assert quick.decoder_concurrency == (1, 8) and quick.encoder_concurrency == (1, 2) and quick.baseline_requests == 3
+    assert quick.decoder_measurement.flags(8) == ["--request-count", "32"]
+    steady = options("--quick", "--stability-percentage", "25").encoder_measurement
+    assert steady.flags(2) == ["--measurement-mode", "count_windows", "--measurement-interval", "5000",
+                               "--measurement-request-count", "6", "--stability-percentage", "25", "--max-trials", "10"]
+    full = options("--encoder-concurrency", "1,2")
+    assert full.decoder_concurrency == (1, 2, 4, 8, 16) and full.encoder_concurrency == (1, 2)
+    assert full.decoder_measurement.flags(4)[5] == "40" and full.baseline_requests == 20
