@@ -11,6 +11,7 @@ into "Network+Server Send/Recv", while the summary sums it correctly. All times 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import re
 import shlex
@@ -93,6 +94,7 @@ class Level:
     avg_us: float
     server: ServerStats
     composing: Tuple[Tuple[str, ServerStats], ...] = ()
+    stable: bool = True  # False: perf_analyzer could not stabilize; one fixed-size measurement instead
 
 
 @dataclass
@@ -163,32 +165,50 @@ def _failure_reason(output: str, returncode: int) -> str:
     return (errors[-1] if errors else (lines[-1] if lines else "no output")) + f" (exit {returncode})"
 
 
+def _run_once(tool: PerfAnalyzer, base: List[str], measurement: Measurement, concurrency: int, stem: Path,
+              timeout_s: float) -> Tuple[str, Optional[Level], str]:
+    """One perf_analyzer process: (its command, the level or None, its failure reason)."""
+    csv_path = stem.with_suffix(".csv")
+    command = [*base, *measurement.flags(concurrency), "-f", str(csv_path), "--verbose-csv", "-v"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=tool.environment(), timeout=timeout_s)
+        output, returncode = done.stdout + done.stderr, done.returncode
+    except subprocess.TimeoutExpired:
+        output, returncode = f"perf_analyzer timed out after {timeout_s:.0f} s", -1
+    stem.with_suffix(".log").write_text(f"$ {shlex.join(command)}\n{output}")
+    if returncode != 0 or not csv_path.is_file():
+        return shlex.join(command), None, _failure_reason(output, returncode)
+    return shlex.join(command), read_level(csv_path, output), ""
+
+
 def run_sweep(tool: PerfAnalyzer, *, label: str, model: str, url: str, input_data: Path, concurrencies: Sequence[int],
               measurement: Measurement, out_dir: Path, timeout_s: float) -> Sweep:
     """Run perf_analyzer once per concurrency against ``model`` at gRPC ``url`` with ``input_data``.
 
     CSVs and logs go to ``out_dir``, named after the input data file (``<stem>-c<concurrency>.csv``).
+    A level that does not stabilize is measured once more without the stability check
+    (``--request-count``, files ``*-unstable.*``) and kept with ``stable=False``; the report marks it.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep = Sweep(label=label, model=model, measurement=measurement)
+    base = [str(tool.binary), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data)]
     for concurrency in concurrencies:
-        stem = f"{Path(input_data).stem}-c{concurrency}"
-        csv_path = out_dir / f"{stem}.csv"
-        command = [str(tool.binary), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
-                   "--concurrency-range", str(concurrency), *measurement.flags(concurrency), "-f", str(csv_path), "--verbose-csv", "-v"]
-        sweep.commands.append(shlex.join(command))
+        stem = out_dir / f"{Path(input_data).stem}-c{concurrency}"
         log.info("perf_analyzer: %s at concurrency %d", label, concurrency)
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, env=tool.environment(), timeout=timeout_s)
-            output, returncode = done.stdout + done.stderr, done.returncode
-        except subprocess.TimeoutExpired as exc:
-            output, returncode = f"perf_analyzer timed out after {timeout_s:.0f} s", -1
-        (out_dir / f"{stem}.log").write_text(f"$ {sweep.commands[-1]}\n{output}")
-        if returncode != 0 or not csv_path.is_file():
-            sweep.failures[concurrency] = _failure_reason(output, returncode)
-            log.warning("perf_analyzer could not measure %s at concurrency %d: %s", label, concurrency, sweep.failures[concurrency])
+        command, level, reason = _run_once(tool, [*base, "--concurrency-range", str(concurrency)], measurement, concurrency, stem, timeout_s)
+        sweep.commands.append(command)
+        if level is None and measurement.stabilize and "stable measurement" in reason:
+            log.warning("%s at concurrency %d: %s; measuring once without the stability check", label, concurrency, reason)
+            single = dataclasses.replace(measurement, stabilize=False)
+            stem = stem.with_name(stem.name + "-unstable")
+            command, level, reason = _run_once(tool, [*base, "--concurrency-range", str(concurrency)], single, concurrency, stem, timeout_s)
+            sweep.commands.append(command)
+            level = dataclasses.replace(level, stable=False) if level else None
+        if level is None:
+            sweep.failures[concurrency] = reason
+            log.warning("perf_analyzer could not measure %s at concurrency %d: %s", label, concurrency, reason)
             continue
-        sweep.levels.append(read_level(csv_path, output))
-        sweep.csv_files.append(csv_path)
+        sweep.levels.append(level)
+        sweep.csv_files.append(stem.with_suffix(".csv"))
     return sweep

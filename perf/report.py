@@ -15,6 +15,7 @@ from .analyzer import Level, Sweep
 from .baselines import Baseline
 from .ratios import Ratio
 
+UNSTABLE = "†"
 BASELINE_NAMES = {"onnxruntime": "ONNX Runtime in-process", "pytorch": "PyTorch SamPredictor in-process"}
 
 
@@ -58,7 +59,7 @@ def ratio_table(ratios: Sequence[Ratio]) -> str:
 
 def _triton_row(label: str, level: Level) -> str:
     s = level.server
-    return (f"| {label} | {level.concurrency} | {level.throughput:.2f} | {_ms(level.p50_us)} | {_ms(level.p90_us)} | "
+    return (f"| {label} | {level.concurrency}{'' if level.stable else ' ' + UNSTABLE} | {level.throughput:.2f} | {_ms(level.p50_us)} | {_ms(level.p90_us)} | "
             f"{_ms(level.p99_us)} | {_ms(s.queue_us)} | {_ms(s.compute_us)} | {s.avg_batch:.2f} |")
 
 
@@ -76,6 +77,10 @@ def model_table(sweep: Sweep, baselines: Sequence[Baseline], triton_label: str) 
     lines += [_baseline_row(b) for b in baselines if b.model == sweep.label]  # baselines ran the mixed prompts
     for concurrency, reason in sorted(sweep.failures.items()):
         lines.append(f"| {triton_label} | {concurrency} | not measured: {reason} | | | | | | |")
+    if any(not level.stable for level in sweep.levels):
+        lines += ["", f"{UNSTABLE} perf_analyzer found no 3 consecutive windows within the stability percentage in "
+                  f"{sweep.measurement.max_trials} windows at this level; the row is one measurement of the same number of "
+                  "requests without the stability check (`--request-count`), and is less certain than the others."]
     return "\n".join(lines)
 
 

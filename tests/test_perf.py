@@ -197,3 +197,20 @@ def test_quick_mode_measures_once_unless_a_stability_flag_is_given():
     full = options("--encoder-concurrency", "1,2")
     assert full.decoder_concurrency == (1, 2, 4, 8, 16) and full.encoder_concurrency == (1, 2)
     assert full.decoder_measurement.flags(4)[5] == "40" and full.baseline_requests == 20
+
+
+def test_a_level_that_does_not_stabilize_is_measured_once_and_marked(server, workload, tiny_onnx, tmp_path):
+    from sam_triton.perf.report import model_table
+
+    written = write_input_data(workload, ort_embeddings(OrtRunner(tiny_onnx[0]), workload.photos), tmp_path / "data")
+    never_stable = Measurement(rounds=2, stability_percentage=0, max_trials=3)  # 3 windows would have to agree exactly
+    sweep = run_sweep(ensure_perf_analyzer(), label=SINGLE_CLICKS, model=contract.DECODER_MODEL, url=server.config.grpc_url,
+                      input_data=written[SINGLE_CLICKS][1], concurrencies=[1], measurement=never_stable,
+                      out_dir=tmp_path / "pa", timeout_s=300)
+    (level,) = sweep.levels
+    assert not level.stable and level.throughput > 0 and sweep.failures == {}
+    assert "--stability-percentage 0" in sweep.commands[0] and "--request-count 2" in sweep.commands[1]
+    assert sweep.csv_files == [tmp_path / "pa" / "sam_decoder-single_clicks-c1-unstable.csv"]
+    assert "Failed to obtain stable measurement" in (tmp_path / "pa" / "sam_decoder-single_clicks-c1.log").read_text()
+    table = model_table(sweep, [], "Triton gRPC")
+    assert "| Triton gRPC | 1 † |" in table and "without the stability check (`--request-count`)" in table
