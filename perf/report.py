@@ -113,6 +113,11 @@ def render(run: BenchmarkRun) -> str:
         f"Model: {run.model}.", "",
         *[f"- {note}" for note in run.notes], "",
         "## Headline ratios", "", ratio_table(run.ratios), "",
+        "**Reading the tables.** Latencies are client-side: perf_analyzer's gRPC round trip, or the in-process call for "
+        "the baselines. Server queue and compute are Triton's per-request averages from perf_analyzer's server-side "
+        "summary; for the ensemble they are summed over its composing models. Avg batch = inferences / executions on the "
+        "server: dynamic batching merges only requests of equal shapes, which is why the single-click data set exists. "
+        "The in-process baselines ran the mixed prompts, so they appear beside sam_encoder, sam_decoder and sam.", "",
     ]
     for label, sweep in run.sweeps.items():
         out += [f"## {label}", "", f"perf_analyzer settings: {sweep.measurement.describe()}; input data "
@@ -125,10 +130,6 @@ def render(run: BenchmarkRun) -> str:
             out.append(f"![{label} {kind}]({path.relative_to(run.run_dir)})")
         out.append("")
     out += [
-        "Latencies are client-side (perf_analyzer's gRPC round trip; the in-process call for baselines). Server queue and "
-        "compute are Triton's per-request averages from perf_analyzer's server-side summary; for the ensemble they are "
-        "summed over its composing models. Avg batch = inferences / executions on the server (dynamic batching merges "
-        "only requests of equal shapes).", "",
         "## Workload", "", run.workload, "",
         "Input data (perf_analyzer `--input-data`, usable by Model Analyzer's `perf_analyzer_flags` too): "
         + ", ".join(f"`{p.relative_to(run.run_dir)}` ({label})" for label, p in run.input_data.items()) + ".", "",
