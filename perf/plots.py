@@ -29,6 +29,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _mark_unstable(ax, points) -> None:
+    """Hollow markers on levels perf_analyzer could not stabilize (the report's †)."""
+    if points:
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, "o", color="tab:blue", markerfacecolor="white", markersize=8, label="† not stabilized (one measurement)")
+
+
 def plot_model(sweep: Sweep, baselines: Sequence[Baseline], out_dir: Path, *, triton_label: str, where: str) -> Dict[str, Path]:
     """Two PNGs for one model; returns {"throughput": path, "latency": path}."""
     plt = _pyplot()
@@ -38,6 +45,7 @@ def plot_model(sweep: Sweep, baselines: Sequence[Baseline], out_dir: Path, *, tr
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot([lv.concurrency for lv in levels], [lv.throughput for lv in levels], "o-", color="tab:blue", label=triton_label)
+    _mark_unstable(ax, [(lv.concurrency, lv.throughput) for lv in levels if not lv.stable])
     for b in mine:
         marker, color, label = BASELINE_STYLE[b.runtime]
         ax.plot([1], [b.throughput], marker, color=color, markersize=9, label=label)
@@ -52,6 +60,7 @@ def plot_model(sweep: Sweep, baselines: Sequence[Baseline], out_dir: Path, *, tr
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot([lv.throughput for lv in levels], [lv.p50_us / 1e3 for lv in levels], "o-", color="tab:blue", label=f"{triton_label} (p50)")
+    _mark_unstable(ax, [(lv.throughput, lv.p50_us / 1e3) for lv in levels if not lv.stable])
     for lv in levels:
         ax.annotate(f"c={lv.concurrency}", (lv.throughput, lv.p50_us / 1e3), textcoords="offset points", xytext=(4, 4), fontsize=7)
     for b in mine:
