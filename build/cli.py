@@ -43,6 +43,18 @@ def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-points", type=int, default=DEFAULT_LIMITS.max_points, help="The most points (N) per prompt; a box counts as two points.")
 
 
+def _add_tensorrt_arguments(parser: argparse.ArgumentParser) -> None:
+    from .precision import FP32_GROUPS, PRECISIONS
+
+    group = parser.add_argument_group("TensorRT engines (--runtime tensorrt only)")
+    group.add_argument("--precision", choices=PRECISIONS, help="Engine precision: fp16 (the default) lets TensorRT run every layer in FP16; mixed keeps the --fp32-groups layers in FP32; fp32 builds FP32 engines.")
+    group.add_argument("--fp32-groups", help=f"With --precision mixed: a comma-separated list of layer groups to keep in FP32 ({', '.join(sorted(FP32_GROUPS))}), or 'none'. The default is the per-model choice in sam_triton.build.precision.DEFAULT_FP32_GROUPS.")
+    group.add_argument("--workspace-mib", type=int, help="The most GPU memory, in MiB, TensorRT's builder may use for tactic workspace; 0 or unset leaves TensorRT's default (all of it).")
+    group.add_argument("--builder-optimization-level", type=int, help="TensorRT's builder optimization level, 0 (fastest build) to 5 (most tactics tried); TensorRT's default is 3.")
+    group.add_argument("--timing-cache", type=Path, help="A persistent TensorRT timing cache file, reused and updated by every build (default: tensorrt/timing.cache in the cache directory).")
+    group.add_argument("--decoder-cuda-graphs", action="store_true", help="Let Triton capture CUDA graphs of sam_decoder at the common request shape (one graph per batch size).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam-triton", description="Segment Anything on Triton Inference Server.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
@@ -66,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--decoder-instances", type=int, default=1, help="Instances of sam_decoder (instance_group count).")
     build.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per instance; 0 lets ONNX Runtime use every core.")
     build.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"], help="Override the runtime's instance kind (e.g. KIND_GPU for onnxruntime in the NGC container).")
+    _add_tensorrt_arguments(build)
 
     serve = commands.add_parser("serve", help="Serve a model repository with tritonserver until Ctrl-C or SIGTERM.",
                                 description="Start tritonserver (the embedded one from nvidia-pytriton unless --tritonserver is given), wait until every model is READY, print the gRPC address, and shut down cleanly on Ctrl-C or SIGTERM.")
@@ -125,7 +138,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build(args: argparse.Namespace) -> int:
+TENSORRT_FLAGS = ("precision", "fp32_groups", "workspace_mib", "builder_optimization_level", "timing_cache")
+
+
+def _engine_options(args: argparse.Namespace):
+    """The one EngineOptions of a `build --runtime tensorrt`; TensorRT flags on other runtimes are refused."""
+    from .precision import DEFAULT_PRECISION, PrecisionChoice, parse_groups
+    from .tensorrt_engine import DEFAULT_OPTIMIZATION_LEVEL, EngineOptions
+
+    given = [f"--{name.replace('_', '-')}" for name in TENSORRT_FLAGS if getattr(args, name) is not None]
+    if args.runtime != "tensorrt":
+        if given:
+            raise ValueError(f"{', '.join(given)}: TensorRT options apply to --runtime tensorrt only (got --runtime {args.runtime})")
+        return None
+    return EngineOptions(
+        precision=PrecisionChoice(precision=args.precision or DEFAULT_PRECISION,
+                                  fp32_groups=parse_groups(args.fp32_groups) if args.fp32_groups is not None else None),
+        workspace_mib=args.workspace_mib or 0,
+        optimization_level=DEFAULT_OPTIMIZATION_LEVEL if args.builder_optimization_level is None else args.builder_optimization_level,
+        timing_cache=args.timing_cache or _cache_dir(args) / "tensorrt" / "timing.cache",
+    )
+
+
+def cmd_build(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from .pipeline import prepare_onnx
     from .repository import RepositoryOptions, assemble
 
@@ -136,14 +171,22 @@ def cmd_build(args: argparse.Namespace) -> int:
         decoder_instances=args.decoder_instances,
         instance_kind=args.instance_kind,
         intra_op_threads=args.threads,
+        decoder_cuda_graphs=args.decoder_cuda_graphs,
     )
+    engine_options = _engine_options(args)
     if args.runtime == "tensorrt":
         from .tensorrt_engine import require_tensorrt
 
         require_tensorrt()  # fail fast, before a long export
     onnx_dir, manifest = prepare_onnx(_choice(args), cache_dir=_cache_dir(args), onnx_dir=args.onnx_dir,
                                       check_image=args.image, check=not args.skip_check)
-    assemble(args.repository, options, onnx_dir=onnx_dir)
+    if engine_options is None:
+        assemble(args.repository, options, onnx_dir=onnx_dir)
+    else:
+        from .tensorrt_repository import build_tensorrt_repository, rebuild_command
+
+        build_tensorrt_repository(repository=args.repository, onnx_dir=onnx_dir, manifest=manifest, repo_options=options,
+                                  engine_options=engine_options, check_image=args.image, command=rebuild_command(argv))
     print(f"wrote the {args.runtime} model repository at {args.repository} ({manifest['source']})")
     return 0
 
@@ -155,6 +198,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         repository=args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, tritonserver=args.tritonserver, exit_timeout_s=args.exit_timeout,
     )
+    from .engine_metadata import ensure_plans_fresh
+    from .tensorrt_engine import current_runtime
+
+    plans = ensure_plans_fresh(args.repository, runtime=current_runtime())  # before Triton loads anything
+    if plans and args.tritonserver is None:
+        raise ValueError(
+            f"{args.repository} holds TensorRT models ({', '.join(plans)}), which the embedded tritonserver (python backend"
+            " only) cannot load: pass --tritonserver /opt/tritonserver/bin/tritonserver inside NVIDIA's Triton container (see the Dockerfile)"
+        )
     server = TritonServer(config, log_path=args.log_file, cache_dir=_cache_dir(args))
 
     def stop(signum: int, _frame: object) -> None:
@@ -195,10 +247,13 @@ COMMANDS = {
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for reports
+    args.argv = argv  # the exact command, for reports
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "build":
+            return cmd_build(args, argv)
         return COMMANDS[args.command](args)
     except (SamTritonError, ValueError, FileNotFoundError, RuntimeError) as exc:
         # Errors we raise carry their own explanation; a traceback would only hide it.

@@ -80,3 +80,37 @@ def limit_parameters(limits: Limits) -> Dict[str, str]:
     """The decoder's prompt limits, published in its config for clients and the python model."""
     return {"max_prompts": str(limits.max_prompts), "max_points": str(limits.max_points)}
 
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return ", ".join(str(d) for d in shape)
+
+
+def warmup_block(specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequence[int]]) -> str:
+    """``model_warmup``: one zero-filled request at the optimized shape (batch dim first in ``opt_shapes``).
+
+    Triton runs it before the model is READY, so the first user request is not the one that pays
+    for TensorRT's lazy initialization (and, with CUDA graphs, their capture).
+    """
+    batch = {tuple(opt_shapes[s.name])[0] for s in specs}
+    if len(batch) != 1:
+        raise ValueError(f"warmup shapes disagree on the batch size: {opt_shapes}")
+    inputs = [
+        f'    inputs {{\n      key: "{s.name}"\n      value {{ data_type: TYPE_{s.dtype} dims: [ {_dims(opt_shapes[s.name][1:])} ] zero_data: true }}\n    }}'
+        for s in specs
+    ]
+    return "model_warmup [\n  {\n" + f'    name: "opt_shape"\n    batch_size: {batch.pop()}\n' + "\n".join(inputs) + "\n  }\n]"
+
+
+def cuda_graphs_block(specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequence[int]], max_batch_size: int) -> str:
+    """``optimization { cuda { graphs } }`` with one captured graph per batch size at the optimized shape.
+
+    TensorRT's backend replays a graph only for the exact shapes it was captured with, so each
+    batch size 1..max_batch_size gets a ``graph_spec`` at the common request shape (one click or
+    one box); other shapes run without a graph.
+    """
+    specs_text = []
+    for batch in range(1, max_batch_size + 1):
+        inputs = "\n".join(f'        input {{ key: "{s.name}" value {{ dim: [ {_dims(opt_shapes[s.name][1:])} ] }} }}' for s in specs)
+        specs_text.append(f"      {{\n        batch_size: {batch}\n{inputs}\n      }}")
+    return "optimization {\n  cuda {\n    graphs: true\n    graph_spec [\n" + ",\n".join(specs_text) + "\n    ]\n  }\n}"

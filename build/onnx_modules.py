@@ -27,16 +27,20 @@ class SamEncoderGraph(nn.Module):
         self.register_buffer("pixel_mean", sam.pixel_mean.detach().clone().view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", sam.pixel_std.detach().clone().view(1, 3, 1, 1), persistent=False)
         # A float index grid: comparing floats keeps int64 arithmetic out of the graph.
-        self.register_buffer("pixel_index", torch.arange(IMAGE_SIZE, dtype=torch.float32), persistent=False)
+        self.register_buffer("pixel_index", torch.arange(IMAGE_SIZE, dtype=torch.float32, device=sam.pixel_mean.device), persistent=False)
 
-    def forward(self, image: torch.Tensor, input_size: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).to(torch.float32)
+    def preprocess(self, image: torch.Tensor, input_size: torch.Tensor) -> torch.Tensor:
+        """Bx1024x1024x3 uint8 -> Bx3x1024x1024 normalized, zero outside (h, w): Sam.preprocess."""
+        # Cast before anything else: TensorRT takes UINT8 only as a network input feeding a cast.
+        x = image.to(torch.float32).permute(0, 3, 1, 2)
         x = (x - self.pixel_mean) / self.pixel_std
         size = input_size.to(torch.float32)
         inside_rows = self.pixel_index.view(1, 1, IMAGE_SIZE, 1) < size[:, 0].view(-1, 1, 1, 1)
         inside_cols = self.pixel_index.view(1, 1, 1, IMAGE_SIZE) < size[:, 1].view(-1, 1, 1, 1)
-        x = torch.where(inside_rows & inside_cols, x, torch.zeros_like(x))
-        return self.image_encoder(x)
+        return torch.where(inside_rows & inside_cols, x, torch.zeros_like(x))
+
+    def forward(self, image: torch.Tensor, input_size: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(self.preprocess(image, input_size))
 
 
 class SamDecoderGraph(nn.Module):

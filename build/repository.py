@@ -17,7 +17,8 @@ from sam_triton.client import contract
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 
 from .export import DECODER_FILE, ENCODER_FILE
-from .model_config import ensemble_config, limit_parameters, model_config
+from .model_config import cuda_graphs_block, ensemble_config, limit_parameters, model_config, warmup_block
+from .tensorrt_profiles import MODEL_INPUTS, model_profiles
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class RuntimeSpec:
     artifact: str  # the file in each version directory
     thread_parameter: Optional[str]  # config parameter that sets intra-op threads, if any
     python_model: bool = False  # writes model.py beside the artifact
+    warmup: bool = False  # model_warmup at the optimization profile's opt shape
 
 
 RUNTIMES: Dict[str, RuntimeSpec] = {
@@ -47,7 +49,7 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
     # The product: FP16 TensorRT plans on a GPU (engines are built by sam_triton.build.tensorrt_engine).
     "tensorrt": RuntimeSpec(
         runtime_lines=('platform: "tensorrt_plan"',), instance_kind="KIND_GPU", artifact="model.plan",
-        thread_parameter=None,
+        thread_parameter=None, warmup=True,
     ),
 }
 
@@ -69,6 +71,7 @@ class RepositoryOptions:
     intra_op_threads: int = 0  # 0: the runtime's default (all cores)
     encoder_queue_delay_us: int = 2000
     decoder_queue_delay_us: int = 500
+    decoder_cuda_graphs: bool = False  # TensorRT only: capture CUDA graphs of the decoder's common shape
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -78,6 +81,8 @@ class RepositoryOptions:
         for name in ("encoder_instances", "decoder_instances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.decoder_cuda_graphs and self.runtime != "tensorrt":
+            raise ValueError(f"decoder CUDA graphs need --runtime tensorrt (got {self.runtime})")
 
     @property
     def spec(self) -> RuntimeSpec:
@@ -87,6 +92,18 @@ class RepositoryOptions:
 def _runtime_parameters(options: RepositoryOptions) -> Dict[str, str]:
     spec = options.spec
     return {spec.thread_parameter: str(options.intra_op_threads)} if spec.thread_parameter else {}
+
+
+def _extra_blocks(options: RepositoryOptions, model: str) -> Tuple[str, ...]:
+    """Warmup (and the decoder's CUDA graphs) at the shapes the TensorRT profile is optimized for."""
+    if not options.spec.warmup:
+        return ()
+    specs = MODEL_INPUTS[model]
+    opt = {p.name: p.opt for p in model_profiles(model, options.limits)}
+    blocks = [warmup_block(specs, opt)]
+    if model == contract.DECODER_MODEL and options.decoder_cuda_graphs:
+        blocks.append(cuda_graphs_block(specs, opt, options.limits.max_batch_size))
+    return tuple(blocks)
 
 
 def config_files(options: RepositoryOptions) -> Dict[str, str]:
@@ -99,6 +116,7 @@ def config_files(options: RepositoryOptions) -> Dict[str, str]:
             inputs=contract.ENCODER_INPUTS, outputs=contract.ENCODER_OUTPUTS,
             instance_count=options.encoder_instances, instance_kind=kind,
             queue_delay_us=options.encoder_queue_delay_us, parameters=_runtime_parameters(options),
+            extra_blocks=_extra_blocks(options, contract.ENCODER_MODEL),
         ),
         f"{contract.DECODER_MODEL}/config.pbtxt": model_config(
             name=contract.DECODER_MODEL, runtime_lines=spec.runtime_lines, limits=options.limits,
@@ -106,6 +124,7 @@ def config_files(options: RepositoryOptions) -> Dict[str, str]:
             instance_count=options.decoder_instances, instance_kind=kind,
             queue_delay_us=options.decoder_queue_delay_us,
             parameters={**_runtime_parameters(options), **limit_parameters(options.limits)},
+            extra_blocks=_extra_blocks(options, contract.DECODER_MODEL),
         ),
         f"{contract.ENSEMBLE_MODEL}/config.pbtxt": ensemble_config(options.limits),
         f"{contract.ENSEMBLE_MODEL}/1/{ENSEMBLE_KEEP_FILE}": "",

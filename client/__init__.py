@@ -1,12 +1,17 @@
 """sam_triton.client: SAM over Triton's gRPC protocol, with SamPredictor's API.
 
-Depends only on numpy, pillow and tritonclient[grpc]; never on torch or tensorrt.
+``SamClient`` (blocking) and ``AsyncSamClient`` (asyncio) share one API: set_image, predict,
+predict_batch, segment and generate (SamAutomaticMaskGenerator's masks). Depends only on numpy,
+pillow and tritonclient[grpc]; never on torch or tensorrt.
 """
 
+from .aio import AsyncSamClient
+from .automatic import MaskGeneratorOptions
 from .client import SamClient
 from .contract import DEFAULT_LIMITS, Limits
 from .errors import (
     ClientClosedError,
+    ClientNotOpenError,
     InvalidInputError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -15,19 +20,28 @@ from .errors import (
     SamTritonError,
     ServerError,
     ServerUnavailableError,
+    SharedMemoryError,
+    TransportUnavailableError,
 )
+from .ops import RetryPolicy
 
 __all__ = [
     "SamClient",
+    "AsyncSamClient",
+    "MaskGeneratorOptions",
+    "RetryPolicy",
     "Limits",
     "DEFAULT_LIMITS",
     "SamTritonError",
     "InvalidInputError",
     "NoImageSetError",
     "ClientClosedError",
+    "ClientNotOpenError",
+    "TransportUnavailableError",
     "ServerError",
     "InvalidRequestError",
     "ServerUnavailableError",
     "ModelNotFoundError",
     "RequestTimeoutError",
+    "SharedMemoryError",
 ]

@@ -18,6 +18,7 @@ class InvalidInputError(SamTritonError, ValueError):
 
     def __init__(self, argument: str, problem: str) -> None:
         self.argument = argument
+        self.problem = problem
         super().__init__(f"{argument}: {problem}")
 
 
@@ -29,14 +30,31 @@ class ClientClosedError(SamTritonError, RuntimeError):
     """The client was used after ``close()``."""
 
 
-class ServerError(SamTritonError):
-    """Triton answered a request with an error. ``model`` names the model, ``status`` the gRPC code."""
+class ClientNotOpenError(SamTritonError, RuntimeError):
+    """Something only an open client knows was asked of one not yet open (``await client.open()``)."""
 
-    def __init__(self, message: str, *, model: Optional[str] = None, status: Optional[str] = None) -> None:
+
+class TransportUnavailableError(SamTritonError, RuntimeError):
+    """A transport (``shm`` or ``cuda``) cannot work here; the message says why and what to use instead."""
+
+
+class ServerError(SamTritonError):
+    """Triton answered a request with an error.
+
+    ``model`` names the model, ``status`` the gRPC code, ``request`` what was sent (each input's
+    name, dtype and shape, and where it was read from), so the message names the input and Triton's
+    own text says what was expected.
+    """
+
+    def __init__(
+        self, message: str, *, model: Optional[str] = None, status: Optional[str] = None, request: str = ""
+    ) -> None:
         self.model = model
         self.status = status
+        self.request = request
         where = f"model '{model}'" if model else "server"
-        super().__init__(f"{where}: {message}" + (f" [{status}]" if status else ""))
+        text = f"{where}: {message}" + (f" [{status}]" if status else "")
+        super().__init__(text + (f"; the request was {request}" if request else ""))
 
 
 class InvalidRequestError(ServerError):
@@ -53,6 +71,14 @@ class ModelNotFoundError(ServerError):
 
 class RequestTimeoutError(ServerError):
     """The call did not finish within its timeout (DEADLINE_EXCEEDED)."""
+
+
+class SharedMemoryError(ServerError):
+    """The server could not register or use one of the client's shared-memory regions.
+
+    System shared memory needs the client and the server on one host with one /dev/shm (in Docker:
+    ``--ipc=host``); CUDA shared memory needs a server with a GPU. ``transport="grpc"`` always works.
+    """
 
 
 _BY_STATUS = {
@@ -72,9 +98,20 @@ def status_name(exc: BaseException) -> Optional[str]:
     return str(code).rsplit(".", 1)[-1]
 
 
-def from_triton(exc: BaseException, *, model: Optional[str] = None) -> ServerError:
-    """Wrap a tritonclient ``InferenceServerException`` in the matching error of ours."""
+def from_triton(
+    exc: BaseException, *, model: Optional[str] = None, request: str = "", shared_memory: bool = False
+) -> ServerError:
+    """Wrap a tritonclient ``InferenceServerException`` in the matching error of ours.
+
+    ``shared_memory`` marks a failed region registration: any code but UNAVAILABLE and
+    DEADLINE_EXCEEDED then means the server cannot use the region (``SharedMemoryError``).
+    """
     code = status_name(exc)
     message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
     cls = _BY_STATUS.get(code or "", ServerError)
-    return cls(message or str(exc), model=model, status=code)
+    message = message or str(exc)
+    if shared_memory and cls not in (ServerUnavailableError, RequestTimeoutError):
+        cls = SharedMemoryError
+        message += (" (system shared memory needs the server on this host with the same /dev/shm, in Docker"
+                    " --ipc=host; CUDA shared memory needs a server with a GPU; transport='grpc' works everywhere)")
+    return cls(message, model=model, status=code, request=request)

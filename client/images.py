@@ -54,3 +54,14 @@ def overlay(
             color = (0, 255, 0) if label == 1 else (255, 0, 0)
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color, outline=(255, 255, 255))
     return picture
+
+
+def overlay_all(image: np.ndarray, masks: Sequence[np.ndarray], *, alpha: float = 0.55, seed: int = 0) -> Image.Image:
+    """The image with every HxW bool mask tinted in a random color, largest first (small masks stay
+    visible on top), as SAM's notebooks show automatic masks."""
+    out = image.astype(np.float32)
+    colors = np.random.default_rng(seed).uniform(0, 255, size=(len(masks), 3)).astype(np.float32)
+    for i in sorted(range(len(masks)), key=lambda k: -int(np.count_nonzero(masks[k]))):
+        mask = np.asarray(masks[i], bool)
+        out[mask] = (1 - alpha) * out[mask] + alpha * colors[i]
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))

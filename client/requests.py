@@ -9,7 +9,6 @@ import numpy as np
 
 from .contract import (
     IMAGE,
-    IMAGE_EMBEDDINGS,
     INPUT_SIZE,
     IOU_PREDICTIONS,
     LOW_RES_MASKS,
@@ -53,13 +52,6 @@ def prompt_request(prompts: Sequence[DecoderPrompt]) -> Dict[str, np.ndarray]:
     return {name: array[None] for name, array in stack_prompts(prompts).items()}
 
 
-def decoder_request(embedding: np.ndarray, prompts: Sequence[DecoderPrompt]) -> Dict[str, np.ndarray]:
-    """One embedding (256x64x64) and P prompts -> batch-of-1 sam_decoder inputs."""
-    arrays = {IMAGE_EMBEDDINGS.name: embedding[None]}
-    arrays.update(prompt_request(prompts))
-    return arrays
-
-
 def predictions(
     outputs: Dict[str, np.ndarray],
     state: ImageState,
@@ -67,14 +59,26 @@ def predictions(
     multimask_output: bool,
     return_logits: bool,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decoder outputs for P prompts -> (masks PxCxHxW, iou PxC, low-res logits PxCx256x256).
+    """Batch-of-1 decoder outputs for P prompts -> ``upsampled``'s (masks, iou, low-res logits)."""
+    return upsampled(outputs[IOU_PREDICTIONS.name][0], outputs[LOW_RES_MASKS.name][0], state,
+                     multimask_output=multimask_output, return_logits=return_logits)
 
-    C is 3 with ``multimask_output`` and 1 without, as in SamPredictor; masks are bool unless
-    ``return_logits``.
+
+def upsampled(
+    iou_predictions: np.ndarray,
+    low_res_masks: np.ndarray,
+    state: ImageState,
+    *,
+    multimask_output: bool,
+    return_logits: bool,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoder outputs for P prompts (iou Px4, logits Px4x256x256) -> (masks PxCxHxW, iou PxC,
+    low-res logits PxCx256x256), as SamPredictor returns them.
+
+    C is 3 with ``multimask_output`` and 1 without; masks are bool unless ``return_logits``, in
+    pixels of the original image (H, W).
     """
-    iou, low_res = select_outputs(
-        outputs[IOU_PREDICTIONS.name][0], outputs[LOW_RES_MASKS.name][0], multimask_output
-    )
+    iou, low_res = select_outputs(iou_predictions, low_res_masks, multimask_output)
     masks = postprocess_masks(low_res, state.input_size, state.original_size)
     if not return_logits:
         masks = masks > MASK_THRESHOLD

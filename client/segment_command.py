@@ -1,4 +1,5 @@
-"""`sam-triton segment`: one photo and its prompts in, mask PNGs, an overlay PNG and scores out."""
+"""`sam-triton segment`: one photo and its prompts in, mask PNGs, an overlay PNG and scores out
+(or, with ``--everything``, every mask of the photo: see ``everything_command``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from . import everything_command
 from .client import SamClient
+from .core import TRANSPORTS
 from .errors import InvalidInputError
 from .images import load_image, overlay, save_mask
 
@@ -53,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble", action="store_true",
                         help="Send one request through the 'sam' ensemble instead of sam_encoder then sam_decoder.")
     parser.add_argument("--timeout-s", type=float, default=120.0, help="The time limit of each request, in seconds.")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="auto",
+                        help="Where the image embedding lives between requests: auto (shared memory for a server on this machine, else grpc), shm, cuda or grpc.")
+    everything_command.add_arguments(parser)
 
 
 def prompts_from(points: List[Tuple[float, float, int]], box: Optional[Tuple[float, ...]]) -> dict:
@@ -94,8 +100,12 @@ def segment_to_files(
 
 def run(args: argparse.Namespace) -> int:
     image = load_image(args.image)
+    if args.everything:
+        if args.point or args.box is not None:
+            raise InvalidInputError("--everything", "takes no --point or --box: it prompts a grid of points itself")
+        return everything_command.run(args, image)
     prompt = prompts_from(args.point, args.box)
-    with SamClient(args.url, timeout_s=args.timeout_s) as client:
+    with SamClient(args.url, timeout_s=args.timeout_s, transport=args.transport) as client:
         summary = segment_to_files(client, image, prompt, args.out, multimask=not args.single_mask, ensemble=args.ensemble)
     for i, score in enumerate(summary["scores"]):
         marker = "  <- best" if i == summary["best"] else ""

@@ -1,15 +1,21 @@
-"""The parts of a Triton call that the sync and async clients share: inputs, outputs, limits, errors."""
+"""Building Triton inference calls and reading their results: shared by the sync and async clients.
+
+tritonclient's ``InferInput`` and ``InferRequestedOutput`` are the same classes in ``grpc`` and
+``grpc.aio``, so one ``infer_rpc`` serves both. An input or output may be ``Placed`` in a
+registered shared-memory region instead of travelling in the gRPC message.
+"""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Mapping, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import np_to_triton_dtype
 
 from .contract import DEFAULT_LIMITS, Limits
-from .errors import from_triton
+from .ops import Rpc
+from .regions import Placed
 
 # Grown gRPC message limits: one encoder request carries a 3 MB image, a decoder reply with many
 # prompts carries P x 4 x 256 x 256 float32 logits (1 MB per prompt).
@@ -19,32 +25,65 @@ GRPC_CHANNEL_ARGS = [
 ]
 
 
-def make_inputs(infer_input_cls: Any, arrays: Mapping[str, np.ndarray]) -> list:
-    """tritonclient InferInput objects (of the grpc or grpc.aio module) holding ``arrays``."""
+def _describe_array(name: str, array: np.ndarray) -> str:
+    return f"{name} {np_to_triton_dtype(array.dtype)}{list(array.shape)}"
+
+
+def _describe_placed(name: str, placed: Placed) -> str:
+    return f"{name} {np_to_triton_dtype(np.dtype(placed.dtype))}{list(placed.shape)} in {placed.region.kind} shared memory '{placed.region.name}'"
+
+
+def infer_rpc(
+    model: str,
+    arrays: Mapping[str, np.ndarray],
+    output_names: Sequence[str],
+    *,
+    timeout_s: float,
+    shm_inputs: Optional[Mapping[str, Placed]] = None,
+    shm_outputs: Optional[Mapping[str, Placed]] = None,
+) -> Rpc:
+    """An ``infer`` call: ``arrays`` travel in the message, ``shm_inputs`` are read from regions,
+    ``shm_outputs`` are written into regions (the rest come back in the reply)."""
+    shm_inputs, shm_outputs = shm_inputs or {}, shm_outputs or {}
     inputs = []
+    described = []
     for name, array in arrays.items():
         array = np.ascontiguousarray(array)
-        item = infer_input_cls(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        item = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
         item.set_data_from_numpy(array)
         inputs.append(item)
-    return inputs
+        described.append(_describe_array(name, array))
+    for name, placed in shm_inputs.items():
+        item = InferInput(name, list(placed.shape), np_to_triton_dtype(np.dtype(placed.dtype)))
+        item.set_shared_memory(placed.region.name, placed.byte_size, offset=placed.offset)
+        inputs.append(item)
+        described.append(_describe_placed(name, placed))
+    outputs = []
+    for name in output_names:
+        item = InferRequestedOutput(name)
+        if name in shm_outputs:
+            placed = shm_outputs[name]
+            item.set_shared_memory(placed.region.name, placed.byte_size, offset=placed.offset)
+        outputs.append(item)
+    request = f"{model}({', '.join(described)})"
+    return Rpc("infer", dict(model_name=model, inputs=inputs, outputs=outputs, client_timeout=timeout_s),
+               model=model, request=request)
 
 
-def make_outputs(requested_output_cls: Any, names: Sequence[str]) -> list:
-    return [requested_output_cls(name) for name in names]
-
-
-def read_outputs(result: Any, names: Sequence[str]) -> Dict[str, np.ndarray]:
-    return {name: result.as_numpy(name) for name in names}
-
-
-@contextmanager
-def translated_errors(model: str) -> Iterator[None]:
-    """Re-raise tritonclient errors as this library's, naming the model."""
-    try:
-        yield
-    except InferenceServerException as exc:
-        raise from_triton(exc, model=model) from exc
+def read_outputs(
+    result: Any, output_names: Sequence[str], shm_outputs: Optional[Mapping[str, Placed]] = None
+) -> Dict[str, np.ndarray]:
+    """Each output as a numpy array (a copy when it was written into shared memory)."""
+    shm_outputs = shm_outputs or {}
+    arrays = {}
+    for name in output_names:
+        if name in shm_outputs:
+            meta = result.get_output(name)
+            placed = shm_outputs[name]
+            arrays[name] = placed.region.read(placed.dtype, tuple(int(d) for d in meta.shape), placed.offset)
+        else:
+            arrays[name] = result.as_numpy(name)
+    return arrays
 
 
 def limits_from_config(config: Mapping[str, Any]) -> Limits:

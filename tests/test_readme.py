@@ -19,6 +19,8 @@ def readme_commands():
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.splitlines():
             line = line.split("#", 1)[0].strip()
+            if line.startswith("docker "):  # the image is named sam-triton; tests/test_docker.py checks these lines
+                continue
             match = re.search(r"(?:^|\s)(?:\.venv/bin/)?sam-triton (.*)$", line)
             if match:
                 commands.append(match.group(1))

@@ -1,0 +1,166 @@
+"""Embed once, prompt many: the shared-memory transport against the plain gRPC one, through a real
+tritonserver: same answers, few bytes per click, regions cleaned up on close and after errors
+(checked with the server's shared-memory status API and /dev/shm), two clients at once."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from sam_triton.build.verify import rel_l2
+from sam_triton.client import (
+    InvalidRequestError,
+    RequestTimeoutError,
+    SamClient,
+    SharedMemoryError,
+    TransportUnavailableError,
+)
+from sam_triton.client.regions import REGION_KINDS, SystemRegion
+from sam_triton.perf.wire_proxy import CountingProxy
+
+from .shm_status import server_regions, shm_segments
+from .test_server_errors import _decoder_arrays
+
+CLICK = dict(point_coords=np.array([[400, 260]]), point_labels=np.array([1]))
+
+
+def batch_prompts(h, w):
+    return dict(point_coords=[np.array([[w * 0.3, h * 0.4]]), np.array([[w * 0.6, h * 0.5], [w * 0.1, h * 0.1]])],
+                point_labels=[np.array([1]), np.array([1, 0])], boxes=[None, np.array([10, 10, w - 10, h - 10])])
+
+
+def answers(client, image):
+    client.set_image(image)
+    h, w = image.shape[:2]
+    return [client.predict(**CLICK), client.predict(box=np.array([50, 40, w - 60, h - 30]), multimask_output=False),
+            client.predict_batch(**batch_prompts(h, w))]
+
+
+def assert_same_answers(got, want):
+    for (masks, iou, logits), (ref_masks, ref_iou, ref_logits) in zip(got, want):
+        assert masks.shape == ref_masks.shape and np.mean(masks == ref_masks) >= 0.9999
+        np.testing.assert_allclose(iou, ref_iou, atol=1e-5)
+        assert rel_l2(logits, ref_logits) <= 1e-5
+
+
+def test_auto_picks_shared_memory_on_loopback(grpc_url):
+    with SamClient(grpc_url) as client:
+        assert client.state == "open" and client.transport == "shm"
+    assert client.state == "closed"
+
+
+def test_shm_gives_the_same_answers_as_grpc_and_cleans_up(grpc_url, images):
+    before_server, before_shm = server_regions(grpc_url), shm_segments()
+    with SamClient(grpc_url, transport="grpc") as plain:
+        want = answers(plain, images["dog"])
+    assert server_regions(grpc_url) == before_server  # grpc registers nothing
+    with SamClient(grpc_url, transport="shm") as client:
+        got = answers(client, images["dog"])
+        ours = server_regions(grpc_url) - before_server
+        assert ours, "the shm client registered no region"
+        assert ours <= shm_segments(), "a registered region has no /dev/shm object"
+        np.testing.assert_allclose(client.get_image_embedding(), plain_embedding(grpc_url, images["dog"]), rtol=0, atol=0)
+    assert_same_answers(got, want)
+    assert not (ours & server_regions(grpc_url)), "regions left registered after close"
+    assert not (ours & shm_segments()), "segments left in /dev/shm after close"
+    assert shm_segments() - before_shm <= {s for s in shm_segments() if s.startswith("triton_python_backend")}
+
+
+def plain_embedding(url, image):
+    with SamClient(url, transport="grpc") as client:
+        client.set_image(image)
+        return client.get_image_embedding()
+
+
+def test_a_click_sends_only_the_prompt_with_shm(grpc_url, images):
+    host, port = grpc_url.rsplit(":", 1)
+    sent = {}
+    for transport in ("shm", "grpc"):
+        with CountingProxy(host, int(port)) as proxy, SamClient(proxy.url, transport=transport) as client:
+            client.set_image(images["dog"])
+            client.predict(**CLICK)
+            proxy.reset()
+            for _ in range(3):
+                client.predict(**CLICK)
+            sent[transport] = (proxy.client_to_server / 3, proxy.server_to_client / 3)
+    assert sent["shm"][0] < 2_000 and sent["shm"][1] < 2_000, sent  # point, label, has_mask; IoU scores back
+    assert sent["grpc"][0] > 4 * 2**20 and sent["grpc"][1] > 2**20, sent  # the 4 MB embedding; 1 MB logits back
+
+
+def test_regions_are_freed_after_errors(grpc_url, images):
+    before = server_regions(grpc_url)
+    with pytest.raises(RuntimeError, match="user code failed"):
+        with SamClient(grpc_url, transport="shm") as client:
+            client.set_image(images["truck"])
+            client.predict(**CLICK)  # registers the regions a click uses
+            with pytest.raises(InvalidRequestError):  # the server rejects a request past our checks
+                client._infer("sam_decoder", _decoder_arrays(point_labels=np.array([[[9, -1]]], np.float32)), ("iou_predictions",))
+            with pytest.raises(RequestTimeoutError, match="model 'sam_decoder'"):
+                client.predict(**CLICK, timeout_s=1e-4)
+            masks, _, _ = client.predict(**CLICK)  # still serving after both errors
+            assert masks.shape[1:] == images["truck"].shape[:2]
+            ours = server_regions(grpc_url) - before
+            raise RuntimeError("user code failed")
+    assert client.closed
+    assert ours and not (ours & server_regions(grpc_url)) and not (ours & shm_segments())
+
+
+def test_two_clients_at_once(grpc_url, images):
+    with SamClient(grpc_url, transport="grpc") as plain:
+        want = {name: answers(plain, images[name]) for name in ("dog", "groceries")}
+    before = server_regions(grpc_url)
+    got, errors = {}, []
+    clients = {name: SamClient(grpc_url, transport="shm") for name in want}
+
+    def work(name):
+        try:
+            for _ in range(2):
+                got[name] = answers(clients[name], images[name])
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in want]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    ours = server_regions(grpc_url) - before
+    for client in clients.values():
+        client.close()
+    assert not errors, errors
+    for name in want:
+        assert_same_answers(got[name], want[name])
+    assert ours and not (ours & server_regions(grpc_url)) and not (ours & shm_segments())
+
+
+def test_cuda_transport_says_why_it_cannot_work_here(grpc_url):
+    try:
+        import tritonclient.utils.cuda_shared_memory  # noqa: F401
+    except (ImportError, RuntimeError):
+        pass
+    else:
+        pytest.skip("tritonclient's CUDA utilities import here: this check is for machines without them")
+    with pytest.raises(TransportUnavailableError, match="transport='cuda' needs .*cuda-python.*use transport='shm'"):
+        SamClient(grpc_url, transport="cuda").open()
+
+
+class UnmappableRegion(SystemRegion):
+    """A region the server cannot open, as for a server on another host: unlinked right away."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        os.unlink(f"/dev/shm/{self.name}")
+
+
+def test_a_server_that_cannot_map_the_region(grpc_url, images, monkeypatch):
+    monkeypatch.setitem(REGION_KINDS, "shm", UnmappableRegion)
+    with pytest.raises(SharedMemoryError, match=r"Unable to open shared memory region.*transport='grpc' works everywhere.*registering system shared memory"):
+        SamClient(grpc_url, transport="shm").open()
+    with SamClient(grpc_url) as client:  # auto falls back to grpc
+        assert client.transport == "grpc"
+        client.set_image(images["dog"])
+        masks, _, _ = client.predict(**CLICK)
+        assert masks.shape == (3, 534, 800)
