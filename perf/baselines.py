@@ -2,6 +2,9 @@
 
 - ``onnxruntime``: our sam_encoder.onnx / sam_decoder.onnx in an ONNX Runtime session (CPU, all
   cores), fed exactly the tensors perf_analyzer sends.
+- ``openvino-fp32`` / ``openvino-bf16``: the same ONNX graphs compiled by OpenVINO for the CPU
+  with the served models' default settings (latency hint: one stream, every core); BF16 only where
+  the CPU runs it natively (AMX or AVX-512 BF16).
 - ``pytorch``: Meta's ``SamPredictor``: ``set_torch_image`` on the resized photo (SAM's
   preprocess + image encoder), then the prompt encoder and mask decoder as ``predict_torch`` runs
   them, minus its upsampling to the original size (Triton's decoder leaves that to the client too).
@@ -18,17 +21,26 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from sam_triton.build.export import DECODER_FILE, ENCODER_FILE
+from sam_triton.build.openvino_options import INFERENCE_PRECISION, bf16_problem, cpu_capabilities
 from sam_triton.build.verify import ort_session
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL, IMAGE_EMBEDDINGS
 
 from .workload import Case, Photo, Workload
 
 log = logging.getLogger(__name__)
+
+#: Each baseline runtime's name in tables and legends, in the order a run measures them.
+RUNNER_NAMES = {
+    "onnxruntime": "ONNX Runtime in-process",
+    "openvino-fp32": "OpenVINO FP32 in-process",
+    "openvino-bf16": "OpenVINO BF16 in-process",
+    "pytorch": "PyTorch SamPredictor in-process",
+}
 
 
 @dataclass(frozen=True)
@@ -48,14 +60,13 @@ class Baseline:
         return 1e6 / float(np.mean(self.latencies_us))
 
 
-class OrtRunner:
-    """Our ONNX graphs in ONNX Runtime; ``encode`` returns the 1x256x64x64 embedding."""
+class GraphRunner:
+    """Our two ONNX graphs behind ONNX Runtime's ``run(None, feed)``; ``encode`` returns the 1x256x64x64 embedding."""
 
-    runtime = "onnxruntime"
+    runtime = ""
 
-    def __init__(self, onnx_dir: Path, *, threads: int = 0) -> None:
-        self.encoder = ort_session(Path(onnx_dir) / ENCODER_FILE, threads)
-        self.decoder = ort_session(Path(onnx_dir) / DECODER_FILE, threads)
+    def __init__(self, encoder, decoder) -> None:
+        self.encoder, self.decoder = encoder, decoder
 
     def encode(self, photo: Photo) -> np.ndarray:
         (embedding,) = self.encoder.run(None, {name: array[None] for name, array in photo.encoder_inputs.items()})
@@ -65,6 +76,48 @@ class OrtRunner:
         feed = {name: array[None] for name, array in case.prompt_inputs.items()}
         feed[IMAGE_EMBEDDINGS.name] = embedding
         return self.decoder.run(None, feed)
+
+
+class OrtRunner(GraphRunner):
+    """Our ONNX graphs in ONNX Runtime."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, onnx_dir: Path, *, threads: int = 0) -> None:
+        super().__init__(ort_session(Path(onnx_dir) / ENCODER_FILE, threads), ort_session(Path(onnx_dir) / DECODER_FILE, threads))
+
+
+class OpenVinoGraph:
+    """One ONNX graph compiled by OpenVINO for the CPU, called as an ONNX Runtime session is."""
+
+    def __init__(self, core, path: Path, precision: str) -> None:
+        compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision],
+                                                         "PERFORMANCE_HINT": "LATENCY"})
+        self.request = compiled.create_infer_request()
+        self.outputs = compiled.outputs
+
+    def run(self, _output_names, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        self.request.infer(feed)
+        return [self.request.get_tensor(output).data.copy() for output in self.outputs]
+
+
+class OpenVinoRunner(GraphRunner):
+    """Our ONNX graphs compiled by OpenVINO at ``precision`` (fp32 or bf16), as the openvino runtime serves them."""
+
+    def __init__(self, onnx_dir: Path, *, precision: str) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        self.runtime = f"openvino-{precision}"
+        super().__init__(OpenVinoGraph(core, Path(onnx_dir) / ENCODER_FILE, precision),
+                         OpenVinoGraph(core, Path(onnx_dir) / DECODER_FILE, precision))
+
+
+def openvino_precisions() -> Tuple[Tuple[str, ...], Optional[str]]:
+    """(the OpenVINO precisions this CPU runs natively, why BF16 is left out or None)."""
+    cpu = cpu_capabilities()
+    problem = bf16_problem(capabilities=cpu["capabilities"], device_name=cpu["name"])
+    return (("fp32",) if problem else ("fp32", "bf16")), problem
 
 
 class TorchRunner:
@@ -136,6 +189,6 @@ def measure(runner, workload: Workload, *, requests: int) -> List[Baseline]:
     return results
 
 
-def ort_embeddings(runner: OrtRunner, photos: Sequence[Photo]) -> Dict[str, np.ndarray]:
+def ort_embeddings(runner: GraphRunner, photos: Sequence[Photo]) -> Dict[str, np.ndarray]:
     """Photo name -> its 256x64x64 float32 embedding (sam_decoder's input data)."""
     return {photo.name: runner.encode(photo)[0] for photo in photos}

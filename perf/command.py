@@ -26,8 +26,10 @@ def concurrency_list(text: str) -> Tuple[int, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """perf's own flags; the CLI adds the model (--checkpoint/--preset) and --cache-dir flags."""
+    from sam_triton.build.repository import RUNTIMES
+
     parser.add_argument("--repository", type=Path, required=True, help="The model repository to serve and benchmark (with --url: the one that server serves).")
-    parser.add_argument("--runtime", choices=["python", "onnxruntime", "tensorrt"], help="Write the repository for this runtime from the model first, as `build` does with its defaults; omitted: benchmark the repository as it is.")
+    parser.add_argument("--runtime", choices=sorted(RUNTIMES), help="Write the repository for this runtime from the model first, as `build` does with its defaults; omitted: benchmark the repository as it is.")
     parser.add_argument("--url", help="Benchmark a running server at this gRPC HOST:PORT instead of starting the embedded one.")
     parser.add_argument("--tritonserver", type=Path, help="Start this tritonserver binary instead of the embedded one (e.g. /opt/tritonserver/bin/tritonserver for --runtime onnxruntime).")
     parser.add_argument("--quick", action="store_true", help="A short run for CI: concurrency 1,8 for the decoder and 1,2 for the encoder and ensemble, one fixed-size measurement per level, 3 in-process requests per baseline.")

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Dict, Mapping, Sequence
 
 from .analyzer import Sweep
-from .baselines import Baseline
+from .baselines import RUNNER_NAMES, Baseline
 from .input_data import file_name
 
-BASELINE_STYLE = {"onnxruntime": ("s", "tab:green", "ONNX Runtime in-process"), "pytorch": ("^", "tab:red", "PyTorch SamPredictor in-process")}
+BASELINE_STYLE = {  # marker and colour of each in-process baseline; labels are RUNNER_NAMES
+    "onnxruntime": ("s", "tab:green"), "openvino-fp32": ("D", "tab:purple"), "openvino-bf16": ("v", "tab:orange"), "pytorch": ("^", "tab:red"),
+}
 
 
 def _pyplot():
@@ -47,7 +49,7 @@ def plot_model(sweep: Sweep, baselines: Sequence[Baseline], out_dir: Path, *, tr
     ax.plot([lv.concurrency for lv in levels], [lv.throughput for lv in levels], "o-", color="tab:blue", label=triton_label)
     _mark_unstable(ax, [(lv.concurrency, lv.throughput) for lv in levels if not lv.stable])
     for b in mine:
-        marker, color, label = BASELINE_STYLE[b.runtime]
+        (marker, color), label = BASELINE_STYLE[b.runtime], RUNNER_NAMES[b.runtime]
         ax.plot([1], [b.throughput], marker, color=color, markersize=9, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xticks([lv.concurrency for lv in levels] or [1], [str(lv.concurrency) for lv in levels] or ["1"])
@@ -64,7 +66,7 @@ def plot_model(sweep: Sweep, baselines: Sequence[Baseline], out_dir: Path, *, tr
     for lv in levels:
         ax.annotate(f"c={lv.concurrency}", (lv.throughput, lv.p50_us / 1e3), textcoords="offset points", xytext=(4, 4), fontsize=7)
     for b in mine:
-        marker, color, label = BASELINE_STYLE[b.runtime]
+        (marker, color), label = BASELINE_STYLE[b.runtime], RUNNER_NAMES[b.runtime]
         ax.plot([b.throughput], [b.percentile_us(50) / 1e3], marker, color=color, markersize=9, label=f"{label} (p50)")
     ax.set(xlabel="throughput (requests/s)", ylabel="p50 latency (ms)", title=f"{sweep.label}: latency vs throughput\n{where}")
     ax.set_xlim(left=0)

@@ -1,12 +1,15 @@
 """The headline ratios, each from figures measured side by side in one run.
 
-- serving overhead (per model) = Triton gRPC p50 latency at concurrency 1 / in-process ONNX
-  Runtime p50 latency: what serving costs over calling the same graph yourself.
+- serving overhead (per model) = Triton gRPC p50 latency at concurrency 1 / in-process p50
+  latency of the engine the model is served on (ONNX Runtime, or OpenVINO at its precision; the
+  ensemble's is its encoder's): what serving costs over calling the same graph yourself.
 - dynamic-batching gain = sam_decoder throughput at concurrency 8 / at concurrency 1, for the
   mixed prompts and for single clicks (equal shapes: the requests Triton can batch).
 - ensemble vs separate calls = sam p50 at concurrency 1 / (sam_encoder p50 + sam_decoder p50 at
   concurrency 1): below 1 the ensemble saves the embedding's round trip.
 - ONNX Runtime speed-up over PyTorch (per model) = PyTorch p50 / ONNX Runtime p50, in-process.
+- OpenVINO FP32 (and BF16, where measured) speed-up over ONNX Runtime (encoder, decoder) =
+  ONNX Runtime p50 / OpenVINO p50, in-process.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import List, Mapping, Optional, Sequence
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL
 
 from .analyzer import Level, Sweep
-from .baselines import Baseline
+from .baselines import RUNNER_NAMES, Baseline
 from .input_data import SINGLE_CLICKS
 
 MODELS = (ENCODER_MODEL, DECODER_MODEL, ENSEMBLE_MODEL)
@@ -69,12 +72,16 @@ def _batching_gain(label: str, sweep: Optional[Sweep]) -> Ratio:
                  f"{low.throughput:.2f} req/s; avg server batch {high.server.avg_batch:.2f} at c=8" + _unstable_note([low, high]))
 
 
-def headline_ratios(sweeps: Mapping[str, Sweep], baselines: Sequence[Baseline]) -> List[Ratio]:
+def headline_ratios(sweeps: Mapping[str, Sweep], baselines: Sequence[Baseline], served: Optional[Mapping[str, str]] = None) -> List[Ratio]:
+    """The ratios; ``served`` maps sam_encoder / sam_decoder to the baseline runtime of their served engine (default onnxruntime)."""
+    served = dict(served or {})
+    served.setdefault(ENSEMBLE_MODEL, served.get(ENCODER_MODEL, "onnxruntime"))
     ratios = []
     for model in MODELS:
+        runtime = served.get(model, "onnxruntime")
         ratios.append(_divide(
-            f"serving overhead, {model}", _triton_p50(sweeps, model), _baseline_p50(baselines, "onnxruntime", model),
-            "Triton p50 at c=1 / ONNX Runtime in-process p50", f"needs {model} at concurrency 1 and the ONNX Runtime baseline",
+            f"serving overhead, {model}", _triton_p50(sweeps, model), _baseline_p50(baselines, runtime, model),
+            f"Triton p50 at c=1 / {RUNNER_NAMES[runtime]} p50", f"needs {model} at concurrency 1 and the {RUNNER_NAMES[runtime]} baseline",
             _unstable_note([_level(sweeps, model)]),
         ))
     for label in (DECODER_MODEL, SINGLE_CLICKS):
@@ -92,5 +99,13 @@ def headline_ratios(sweeps: Mapping[str, Sweep], baselines: Sequence[Baseline]) 
             _baseline_p50(baselines, "onnxruntime", model), "PyTorch p50 / ONNX Runtime p50, in-process",
             "needs both in-process baselines",
         ))
+    for runtime in ("openvino-fp32", "openvino-bf16"):
+        precision = runtime.split("-")[1].upper()
+        if any(b.runtime == runtime for b in baselines):
+            ratios += [_divide(
+                f"OpenVINO {precision} speed-up over ONNX Runtime, {model}", _baseline_p50(baselines, "onnxruntime", model),
+                _baseline_p50(baselines, runtime, model), f"ONNX Runtime p50 / OpenVINO {precision} p50, in-process",
+                "needs both in-process baselines",
+            ) for model in (ENCODER_MODEL, DECODER_MODEL)]
     return ratios
 

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from .analyzer import Level, Sweep
-from .baselines import Baseline
+from .baselines import RUNNER_NAMES, Baseline
 from .ratios import Ratio
 
 UNSTABLE = "†"
-BASELINE_NAMES = {"onnxruntime": "ONNX Runtime in-process", "pytorch": "PyTorch SamPredictor in-process"}
 
 
 @dataclass
@@ -64,7 +63,7 @@ def _triton_row(label: str, level: Level) -> str:
 
 
 def _baseline_row(b: Baseline) -> str:
-    return (f"| {BASELINE_NAMES[b.runtime]} | 1 | {b.throughput:.2f} | {_ms(b.percentile_us(50))} | {_ms(b.percentile_us(90))} | "
+    return (f"| {RUNNER_NAMES[b.runtime]} | 1 | {b.throughput:.2f} | {_ms(b.percentile_us(50))} | {_ms(b.percentile_us(90))} | "
             f"{_ms(b.percentile_us(99))} | — | {_ms(sum(b.latencies_us) / len(b.latencies_us))} (all of it) | 1 |")
 
 

@@ -10,7 +10,7 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from sam_triton.build.pipeline import prepare_onnx
 from sam_triton.build.presets import load_model, sha256_of
@@ -20,7 +20,7 @@ from sam_triton.build.export import DECODER_FILE, ENCODER_FILE
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL
 
 from .analyzer import run_sweep
-from .baselines import OrtRunner, TorchRunner, measure, ort_embeddings
+from .baselines import RUNNER_NAMES, OpenVinoRunner, OrtRunner, TorchRunner, measure, openvino_precisions, ort_embeddings
 from .input_data import write_input_data
 from .install import ensure_perf_analyzer
 from .machine import load_average, machine_info
@@ -28,6 +28,7 @@ from .options import PerfOptions
 from .plots import plot_all
 from .ratios import headline_ratios
 from .report import BenchmarkRun, write_report
+from .served import served_engines
 from .workload import build_workload, load_photos
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,15 @@ def repository_summary(repository: Path) -> str:
 
 
 def triton_label(repository: Path) -> str:
-    """'Triton gRPC, python backend' (or the platform), for table rows and plot legends."""
+    """'Triton gRPC, python backend (encoder OpenVINO FP32, decoder ONNX Runtime)' (or the platform), for tables and legends."""
     try:
         text = (Path(repository) / ENCODER_MODEL / "config.pbtxt").read_text()
     except OSError:
         return "Triton gRPC"
     found = re.search(r'^backend: "([^"]+)"', text, re.M)
     if found:
-        return f"Triton gRPC, {found.group(1)} backend"
+        engines = {model: RUNNER_NAMES[engine].replace(" in-process", "") for model, engine in served_engines(repository).items()}
+        return f"Triton gRPC, {found.group(1)} backend (encoder {engines[ENCODER_MODEL]}, decoder {engines[DECODER_MODEL]})"
     found = re.search(r'^platform: "([^"]+)"', text, re.M)
     return f"Triton gRPC, {found.group(1)}" if found else "Triton gRPC"
 
@@ -136,6 +138,9 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
 
     sam, _ = load_model(checkpoint=options.model.checkpoint, model_type=options.model.model_type, seed=options.model.seed)
     baselines = measure(ort, workload, requests=options.baseline_requests)
+    precisions, bf16_missing = openvino_precisions()
+    for precision in precisions:  # one runner at a time: a ViT-B graph compiled twice is gigabytes
+        baselines += measure(OpenVinoRunner(onnx_dir, precision=precision), workload, requests=options.baseline_requests)
     baselines += measure(TorchRunner(sam), workload, requests=options.baseline_requests)
 
     machine = machine_info(load_at_start)
@@ -147,7 +152,7 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
         triton_label=triton_label(repository), perf_analyzer=tool.version(),
         perf_analyzer_env=f"LD_LIBRARY_PATH={':'.join(map(str, tool.library_dirs))}" if tool.library_dirs else "no extra environment",
         machine=machine, workload=workload.describe(), input_data={label: path for label, (_, path) in input_data.items()}, sweeps=sweeps, baselines=baselines,
-        ratios=headline_ratios(sweeps, baselines), notes=run_notes(options),
+        ratios=headline_ratios(sweeps, baselines, served_engines(repository)), notes=run_notes(options, bf16_missing),
     )
     run.plots = plot_all(sweeps, baselines, run_dir / "plots", triton_label=run.triton_label, where=where)
     run.duration_s = time.monotonic() - start
@@ -155,10 +160,13 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
     return run
 
 
-def run_notes(options: PerfOptions) -> List[str]:
+def run_notes(options: PerfOptions, bf16_missing: Optional[str] = None) -> List[str]:
     notes = [f"Concurrency levels: sam_decoder {list(options.decoder_concurrency)}; sam_encoder and sam {list(options.encoder_concurrency)}."]
     if options.quick:
         notes.append("--quick: one short fixed-size measurement per level and no stability check; the figures are indicative only.")
     notes.append(f"In-process baselines: {options.baseline_requests} timed requests per model and runtime, after one warm-up request;"
-                 " ONNX Runtime uses every core (intra_op_num_threads=0), as the served models do unless built with --threads.")
+                 " ONNX Runtime uses every core (intra_op_num_threads=0), as the served models do unless built with --threads;"
+                 " OpenVINO runs the served models' default settings (latency hint: one stream, every core).")
+    if bf16_missing:
+        notes.append(f"OpenVINO BF16 was not measured: {bf16_missing.split(': ', 1)[1]}.")
     return notes

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from sam_triton.build.cli import main
+from sam_triton.build.openvino_options import cpu_capabilities
 from sam_triton.build.verify import rel_l2
 from sam_triton.client import contract
 from sam_triton.perf.analyzer import Measurement, parse_csv, run_sweep
@@ -35,13 +36,14 @@ def workload(images):
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, python_repository, cache_dir):
-    """One `sam-triton perf --quick` run on the tiny preset: (run folder, printed output)."""
+def quick_run(tmp_path_factory, tiny_onnx, cache_dir):
+    """One `sam-triton perf --quick` run of the default (openvino) runtime on the tiny preset: (run folder, printed output)."""
     out = tmp_path_factory.mktemp("perf")
+    repository = tmp_path_factory.mktemp("perf-repo") / "model_repository"
     photos = [arg for name in IMAGE_NAMES for arg in ("--photo", str(IMAGES_DIR / f"{name}.jpg"))]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["perf", "--preset", "tiny", "--repository", str(python_repository), "--cache-dir", str(cache_dir),
+        code = main(["perf", "--preset", "tiny", "--runtime", "openvino", "--repository", str(repository), "--cache-dir", str(cache_dir),
                      "--quick", *photos, "--out", str(out)])
     assert code == 0, printed.getvalue()
     runs = list(out.iterdir())
@@ -57,8 +59,14 @@ def test_quick_run_writes_a_complete_report(quick_run):
         assert heading in report, heading
     ratio_rows = [line for line in report.splitlines() if line.startswith("| ") and ("overhead" in line or "gain" in line
                                                                                       or "ensemble vs" in line or "speed-up" in line)]
-    assert len(ratio_rows) == 9 and all(re.search(r"\*\*\d+\.\d\dx\*\*", row) for row in ratio_rows), ratio_rows
+    # 9, and OpenVINO FP32 (and BF16 where the CPU runs it) vs ONNX Runtime for the encoder and the decoder
+    openvino_rows = 4 if "BF16" in cpu_capabilities()["capabilities"] else 2
+    assert len(ratio_rows) == 9 + openvino_rows and all(re.search(r"\*\*\d+\.\d\dx\*\*", row) for row in ratio_rows), ratio_rows
     assert "not measured" not in report
+    # the served encoder runs OpenVINO FP32, the decoder ONNX Runtime: each is compared with its own engine in-process
+    assert "| serving overhead, sam_encoder | **" in report and "Triton p50 at c=1 / OpenVINO FP32 in-process p50" in report
+    assert "Triton p50 at c=1 / ONNX Runtime in-process p50" in report
+    assert "Triton gRPC, python backend (encoder OpenVINO FP32, decoder ONNX Runtime)" in report
     assert "nothing is extrapolated to a GPU" in report and "--request-count" in report
     assert "| ratio | value | from |" in printed and str(run_dir / "report.md") in printed
 
@@ -79,8 +87,9 @@ def test_quick_run_results_come_from_parsed_perf_analyzer_csvs(quick_run):
             assert level["server"]["compute_us"] > 0 and level["server"]["inference_count"] >= level["concurrency"]
         if label == contract.ENSEMBLE_MODEL:
             assert {name for name, _ in sweep["levels"][0]["composing"]} == {contract.ENCODER_MODEL, contract.DECODER_MODEL}
+    runtimes = ["onnxruntime", "openvino-fp32", "pytorch"] + (["openvino-bf16"] if "BF16" in cpu_capabilities()["capabilities"] else [])
     assert {(b["runtime"], b["model"]) for b in results["baselines"]} == {
-        (runtime, model) for runtime in ("onnxruntime", "pytorch") for model in (contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL)
+        (runtime, model) for runtime in runtimes for model in (contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL)
     }
     assert all(len(b["latencies_us"]) == 3 and min(b["latencies_us"]) > 0 for b in results["baselines"])
     assert all(r["value"] is not None and np.isfinite(r["value"]) and r["value"] > 0 for r in results["ratios"])
