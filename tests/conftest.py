@@ -7,7 +7,7 @@ started once per session and always stopped, with its log printed when a test fa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator
 
 import numpy as np
 import pytest
@@ -59,16 +59,20 @@ def python_repository(tmp_path_factory, tiny_onnx) -> Path:
     return assemble(repository, RepositoryOptions(runtime="python"), onnx_dir=tiny_onnx[0])
 
 
-@pytest.fixture(scope="session")
-def server(request, python_repository, cache_dir, tmp_path_factory):
-    """A running tritonserver serving the tiny preset's python-runtime repository."""
-    log_path = tmp_path_factory.mktemp("logs") / "tritonserver.log"
-    srv = start_server(python_repository, cache_dir, log_path)
+def serving(request, repository: Path, cache_dir: Path, log_path: Path) -> Iterator[TritonServer]:
+    """For fixtures: start a tritonserver, yield it, stop it, and print its log if a test failed meanwhile."""
+    srv = start_server(repository, cache_dir, log_path)
     failed_before = request.session.testsfailed
     yield srv
     srv.stop()
     if request.session.testsfailed > failed_before:
         print(f"\n--- tritonserver log ({log_path}) ---\n{srv.log_tail(20000)}")
+
+
+@pytest.fixture(scope="session")
+def server(request, python_repository, cache_dir, tmp_path_factory):
+    """A running tritonserver serving the tiny preset's python-runtime repository."""
+    yield from serving(request, python_repository, cache_dir, tmp_path_factory.mktemp("logs") / "tritonserver.log")
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from sam_triton.client import SamClient
 from sam_triton.client.transforms import prepare_image
 from sam_triton.perf.fidelity import PROMPT_KINDS, markdown_table, measure
 
-from .conftest import start_server
+from .conftest import serving
 from .test_fidelity import IOU_ABS, LOGITS_REL_L2, MASK_AGREEMENT
 from .test_fidelity import test_predict_matches_sampredictor, test_second_pass_with_mask_input  # noqa: F401  (re-run here)
 from .test_fidelity import test_segment_through_ensemble_matches_sampredictor  # noqa: F401  (re-run here)
@@ -43,15 +43,9 @@ FLOORS = {"logits_rel_l2": 1e-6, "iou_abs": 1e-6, "mask_disagreement": 1e-5}
 
 
 def _serving(tmp_path_factory, request, cache_dir, tiny_onnx, name: str, options: RepositoryOptions):
-    """Serve the tiny preset's repository of ``options``; stop it after, printing its log if a test failed."""
+    """Serve the tiny preset's repository of ``options`` (conftest's ``serving``: stopped after, log printed on failure)."""
     repository = assemble(tmp_path_factory.mktemp(name) / "model_repository", options, onnx_dir=tiny_onnx[0])
-    log_path = tmp_path_factory.mktemp("logs") / f"{name}.log"
-    server = start_server(repository, cache_dir, log_path)
-    failed_before = request.session.testsfailed
-    yield server
-    server.stop()
-    if request.session.testsfailed > failed_before:
-        print(f"\n--- tritonserver log ({log_path}) ---\n{server.log_tail(20000)}")
+    yield from serving(request, repository, cache_dir, tmp_path_factory.mktemp("logs") / f"{name}.log")
 
 
 @pytest.fixture(scope="module")
