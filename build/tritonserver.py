@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from sam_triton.client.server_key import check_key, remove_key_file, write_key_file
+
+from .restricted_apis import DEFAULT_RESTRICTED, RESTRICTABLE_APIS, restriction_args, server_key
+
 log = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 4000
@@ -85,7 +89,13 @@ def prepare_python_backend(backend_root: Path) -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
-    """How to run tritonserver. Defaults are the safe ones: loopback only, no model control."""
+    """How to run tritonserver. Defaults are the safe ones: loopback only, no model control, the
+    shared-memory and model-repository APIs restricted to requests with the server's key.
+
+    ``restricted_apis``: Triton APIs that need the key (see ``restricted_apis``); ``api_key``: the
+    key, None for ``$SAM_TRITON_API_KEY`` or a new random one per ``TritonServer``, written to
+    ``sam_triton.client.server_key.key_file(grpc_port)`` for local clients while it runs.
+    """
 
     repository: Path
     host: str = "127.0.0.1"
@@ -96,7 +106,16 @@ class ServerConfig:
     backend_directory: Optional[Path] = None  # None with the embedded server: a prepared cache dir
     exit_timeout_s: int = 30
     log_verbose: int = 0
+    restricted_apis: Tuple[str, ...] = DEFAULT_RESTRICTED
+    api_key: Optional[str] = None
     extra_args: Tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.restricted_apis) - set(RESTRICTABLE_APIS))
+        if unknown:
+            raise ValueError(f"restricted_apis: {unknown} are not among Triton's restrictable {RESTRICTABLE_APIS}")
+        if self.api_key is not None:
+            check_key(self.api_key, "api_key")
 
     @property
     def grpc_url(self) -> str:
@@ -127,6 +146,7 @@ class TritonServer:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.log_path = Path(log_path) if log_path else self.cache_dir / "logs" / f"tritonserver-{config.grpc_port}.log"
         self.process: Optional[subprocess.Popen] = None
+        self.api_key = config.api_key or server_key()
 
     # -- command line -----------------------------------------------------------------------
     def command(self) -> List[str]:
@@ -147,6 +167,7 @@ class TritonServer:
             "--strict-readiness=true",
             f"--exit-timeout-secs={cfg.exit_timeout_s}",
             f"--log-verbose={cfg.log_verbose}",
+            *restriction_args(key=self.api_key, apis=cfg.restricted_apis),
         ]
         backend_dir = cfg.backend_directory
         if backend_dir is None and cfg.tritonserver is None:
@@ -171,11 +192,13 @@ class TritonServer:
             raise ServerStartError(f"{self.config.repository} holds no model (no */config.pbtxt)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = self.command()
-        log.info("starting %s", " ".join(command))
+        log.info("starting %s", " ".join(command).replace(self.api_key, "<key>"))
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(
                 command, stdout=log_file, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
             )
+        if self.config.restricted_apis:
+            write_key_file(self.config.grpc_port, self.api_key)
         try:
             self._wait_ready(models, timeout_s)
         except BaseException:
@@ -228,6 +251,7 @@ class TritonServer:
                 log.warning("tritonserver did not exit after SIGTERM; killing it")
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        remove_key_file(self.config.grpc_port, self.api_key)
         return self.process.returncode
 
     def wait(self) -> int:
