@@ -35,13 +35,16 @@ def _channels_hint(shape: Tuple[int, ...]) -> str:
 
 
 def _dtype_hint(image: np.ndarray) -> str:
+    """What to say after "got array of shape ... and dtype ...": the values if useful, and a fix."""
     if image.dtype.kind == "f":
         low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
         scale = "(image * 255).round().astype(np.uint8)" if high <= 1.0 else "np.clip(image, 0, 255).astype(np.uint8)"
-        return f"got float values in [{low:g}, {high:g}]; expected dtype uint8 in [0, 255]: convert with {scale}"
-    if image.dtype.kind in "iu" and image.dtype.itemsize > 1:
-        return f"expected dtype uint8 (8 bits per channel): scale {8 * image.dtype.itemsize}-bit values first, e.g. (image >> {8 * image.dtype.itemsize - 8}).astype(np.uint8)"
-    return "expected dtype uint8 with values in [0, 255]"
+        return f" with values in [{low:g}, {high:g}]; expected dtype uint8 in [0, 255]: convert with {scale}"
+    if image.dtype.kind in "iu" and image.size and 0 <= int(image.min()) and int(image.max()) <= 255:
+        return "; expected dtype uint8: its values fit, convert with image.astype(np.uint8)"
+    if image.dtype == np.uint16:
+        return "; expected dtype uint8 (8 bits per channel): scale 16-bit images first, e.g. (image >> 8).astype(np.uint8)"
+    return "; expected dtype uint8 with values in [0, 255]"
 
 
 def check_image(image: object, argument: str = "image") -> np.ndarray:
@@ -61,7 +64,7 @@ def check_image(image: object, argument: str = "image") -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3:
         raise InvalidInputError(argument, f"got {describe(image)}; expected HxWx3 (RGB): {_channels_hint(image.shape)}")
     if image.dtype != np.uint8:
-        raise InvalidInputError(argument, f"got {describe(image)}; {_dtype_hint(image)}")
+        raise InvalidInputError(argument, f"got {describe(image)}{_dtype_hint(image)}")
     h, w = image.shape[:2]
     if h < 1 or w < 1:
         raise InvalidInputError(argument, f"got {describe(image)}, an empty image; expected at least 1x1 pixels")
