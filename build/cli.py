@@ -192,7 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sam_triton.client.server_key import key_file
 
     from .restricted_apis import restricted
-    from .tritonserver import ServerConfig, TritonServer
+    from .tritonserver import STOP_GRACE_S, ServerConfig, TritonServer
 
     config = ServerConfig(
         repository=args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
@@ -225,8 +225,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"shutting down: draining in-flight requests (at most {args.exit_timeout} s)", flush=True)
         status = server.stop()
         if status not in (0, None):
-            print(f"tritonserver exited with status {status} while draining (--exit-timeout {args.exit_timeout}):\n"
-                  f"{server.log_tail(1500)}", file=sys.stderr)
+            late = f"did not finish draining within --exit-timeout {args.exit_timeout} s"
+            how = f"{late} and was killed {STOP_GRACE_S} s later" if status == -signal.SIGKILL else f"exited with status {status}: it {late}"
+            tail = "\n".join(server.log_tail().splitlines()[-4:])
+            print(f"tritonserver {how}; requests still in flight were cut off. Its log ends:\n{tail}", file=sys.stderr)
             return 1
         return 0
     finally:

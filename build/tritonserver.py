@@ -31,6 +31,8 @@ from .restricted_apis import DEFAULT_RESTRICTED, RESTRICTABLE_APIS, restriction_
 log = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 4000
+#: How long past its --exit-timeout-secs tritonserver may take to exit before it is killed.
+STOP_GRACE_S = 15
 # Triton logs: E... model_lifecycle.cc:642] "failed to load 'sam_decoder' version 1: Internal: ..."
 LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 
@@ -246,7 +248,7 @@ class TritonServer:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=self.config.exit_timeout_s + 15)
+                self.process.wait(timeout=self.config.exit_timeout_s + STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 log.warning("tritonserver did not exit after SIGTERM; killing it")
                 os.killpg(self.process.pid, signal.SIGKILL)

@@ -39,10 +39,16 @@ def stub_pids(server) -> Tuple[int, ...]:
     return tuple(sorted(p for p in descendants(server.process.pid) if command_name(p).startswith("triton_python")))
 
 
-def assert_same_probe(got, want) -> None:
-    """The probe's answer equals the reference: scores and logits bit for bit, so do the masks."""
-    for name, a, b in zip(("masks", "scores", "logits"), got, want):
-        assert a.shape == b.shape and np.array_equal(a, b), f"the probe's {name} changed"
+def assert_same_probe(got, want, *, exact: bool = True) -> None:
+    """The probe's answer equals the reference: bit for bit, or (``exact=False``, for a request
+    Triton may have batched with others) logits within 1e-5 and masks on 99.99 % of pixels."""
+    if exact:
+        for name, a, b in zip(("masks", "scores", "logits"), got, want):
+            assert a.shape == b.shape and np.array_equal(a, b), f"the probe's {name} changed"
+        return
+    assert got[0].shape == want[0].shape and np.mean(got[0] == want[0]) >= 0.9999
+    np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+    np.testing.assert_allclose(got[2], want[2], atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +57,7 @@ def reference(server, images):
     return probe(server.config.grpc_url, images["dog"]), stub_pids(server)
 
 
-def assert_still_serving(server, reference, images) -> None:
+def assert_still_serving(server, reference, images, *, exact: bool = True) -> None:
     """READY, every model READY, the same stub processes, and the probe answered as before."""
     want, stubs = reference
     with grpcclient.InferenceServerClient(server.config.grpc_url) as raw:
@@ -59,4 +65,4 @@ def assert_still_serving(server, reference, images) -> None:
         for model in ("sam_encoder", "sam_decoder", "sam"):
             assert raw.is_model_ready(model, client_timeout=30), f"{model} is not ready"
     assert stub_pids(server) == stubs, "a python stub died (and was restarted)"
-    assert_same_probe(probe(server.config.grpc_url, images["dog"]), want)
+    assert_same_probe(probe(server.config.grpc_url, images["dog"]), want, exact=exact)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 from sam_triton.build.tritonserver import free_port
+from sam_triton.perf.process_tree import descendants
 
 SERVE_READY_S = 300
 
@@ -51,6 +53,8 @@ class Serve:
             try:
                 self.process.wait(timeout=120)
             except subprocess.TimeoutExpired:
+                for pid in reversed(descendants(self.process.pid)):  # tritonserver and its stubs first
+                    os.kill(pid, signal.SIGKILL)
                 self.process.kill()
         if exc_info[0] is not None:
             server_log = self.log_path.read_text(errors="replace")[-20000:] if self.log_path.exists() else "(none)"
