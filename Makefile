@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= build,serve,perf,test
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test perf-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# perf_analyzer for `sam-triton perf` (found, or fetched into .tools/; see DEVELOPERS.md)
+perf-tools: setup
+	$(BIN)/python -m sam_triton.perf.install
 
 clean:
 	rm -rf $(VENV) .setuptools-build *.egg-info demo_out

@@ -1,4 +1,4 @@
-"""The `sam-triton` command line: export, build, serve, segment, demo.
+"""The `sam-triton` command line: export, build, serve, segment, demo, perf.
 
 ``main(argv)`` is separate from parsing so tests can call it; configuration flows from the flags
 into one options object per command, never from globals.
@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from sam_triton.client import SamTritonError
 from sam_triton.client import segment_command
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
+from sam_triton.perf import command as perf_command
 
 from .presets import DEFAULT_SEED, PRESETS
 
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="The directory for masks, overlays and scores.")
     demo.add_argument("--repository", type=Path, default=Path("model_repository"), help="The model repository to build and serve.")
     _add_cache_argument(demo)
+
+    perf = commands.add_parser("perf", help="Benchmark sam_encoder, sam_decoder and sam with perf_analyzer, against in-process baselines.",
+                               description="Serve the repository (or use --url), run Triton's perf_analyzer over a concurrency sweep of each model with real photos and prompts, time ONNX Runtime and PyTorch in-process on the same model and requests, and write a report with tables, ratios and plots.")
+    _add_model_arguments(perf)
+    _add_cache_argument(perf)
+    perf_command.add_arguments(perf)
     return parser
 
 
@@ -252,12 +259,14 @@ COMMANDS = {
     "serve": cmd_serve,
     "segment": segment_command.run,
     "demo": cmd_demo,
+    "perf": perf_command.run,
 }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the exact command, for reports
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "build":

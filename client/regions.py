@@ -111,7 +111,8 @@ def _cuda_shared_memory() -> Any:
     except (ImportError, RuntimeError) as exc:
         raise TransportUnavailableError(
             "transport='cuda' needs tritonclient's CUDA shared-memory utilities, which need cuda-python with"
-            " its legacy cuda.cudart module (pip install 'tritonclient[cuda]' 'cuda-python<13') and a GPU on"
+            " its legacy cuda.cudart module and pkg_resources (pip install 'sam-triton[cuda]', which pins"
+            " cuda-python<13 and setuptools<81) and a GPU on"
             f" this host ({exc}); use transport='shm' for a server on this host or transport='grpc'"
         ) from exc
     return cudashm

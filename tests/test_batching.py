@@ -6,6 +6,7 @@ of any gRPC client would build it.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -51,10 +52,21 @@ def test_several_prompts_in_one_decoder_request(grpc_url, images, predictor_for)
         assert np.max(np.abs(iou[0, i, 1:] - ref_iou)) <= IOU_ABS
 
 
-def _decoder_stats(url):
+def _decoder_stats(url, *, at_least: int = 0, timeout_s: float = 10.0):
+    """(inference_count, execution_count) of sam_decoder, once they stop moving and reach ``at_least``.
+
+    Triton records a request's statistics after its response is sent, so a read right after the
+    last response can lag behind it."""
+    deadline = time.monotonic() + timeout_s
+    last = None
     with grpcclient.InferenceServerClient(url) as raw:
-        stats = raw.get_inference_statistics("sam_decoder", as_json=True)["model_stats"][0]
-    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+        while True:
+            stats = raw.get_inference_statistics("sam_decoder", as_json=True)["model_stats"][0]
+            now = int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+            if (now == last and now[0] >= at_least) or time.monotonic() > deadline:
+                return now
+            last = now
+            time.sleep(0.2)
 
 
 def test_concurrent_requests_are_batched_and_correct(grpc_url, images):
@@ -69,7 +81,8 @@ def test_concurrent_requests_are_batched_and_correct(grpc_url, images):
         before = _decoder_stats(grpc_url)
         with ThreadPoolExecutor(max_workers=16) as pool:
             results = list(pool.map(lambda p: client.predict(point_coords=p, point_labels=np.array([1])), points))
-        inferences, executions = (a - b for a, b in zip(_decoder_stats(grpc_url), before))
+        after = _decoder_stats(grpc_url, at_least=before[0] + len(points))
+        inferences, executions = (a - b for a, b in zip(after, before))
     for got, want in zip(results, expected):
         assert np.mean(got[0] == want[0]) >= 0.999
         np.testing.assert_allclose(got[1], want[1], atol=1e-5)
