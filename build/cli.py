@@ -1,4 +1,4 @@
-"""The `sam-triton` command line: export, build, serve, segment, demo, perf.
+"""The `sam-triton` command line: export, build, serve, segment, demo, perf, soak.
 
 ``main(argv)`` is separate from parsing so tests can call it; configuration flows from the flags
 into one options object per command, never from globals.
@@ -17,6 +17,7 @@ from sam_triton.client import SamTritonError
 from sam_triton.client import segment_command
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 from sam_triton.perf import command as perf_command
+from sam_triton.perf import soak_command
 
 from .presets import DEFAULT_SEED, PRESETS
 
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(perf)
     _add_cache_argument(perf)
     perf_command.add_arguments(perf)
+
+    soak = commands.add_parser("soak", help="Load sam_decoder and sam with perf_analyzer for minutes: no failed request, flat memory, identical probe.",
+                               description="Serve the repository on loopback, keep sam_decoder and the sam ensemble busy with perf_analyzer at a fixed concurrency, and check that no request fails, that the server's RSS (tritonserver and its python stubs) stays within a tolerance after the warm-up, and that a probe request's outputs are identical before and after.")
+    soak_command.add_arguments(soak)
+    _add_cache_argument(soak)
     return parser
 
 
@@ -199,7 +205,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sam_triton.client.server_key import key_file
 
     from .restricted_apis import restricted
-    from .tritonserver import STOP_GRACE_S, ServerConfig, TritonServer
+    from .tritonserver import ServerConfig, TritonServer
 
     config = ServerConfig(
         repository=args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
@@ -233,7 +239,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         status = server.stop()
         if status not in (0, None):
             late = f"did not finish draining within --exit-timeout {args.exit_timeout} s"
-            how = f"{late} and was killed {STOP_GRACE_S} s later" if status == -signal.SIGKILL else f"exited with status {status}: it {late}"
+            how = f"{late} and was killed" if status == -signal.SIGKILL else f"exited with status {status}: it {late}"
             tail = "\n".join(server.log_tail().splitlines()[-4:])
             print(f"tritonserver {how}; requests still in flight were cut off. Its log ends:\n{tail}", file=sys.stderr)
             return 1
@@ -260,6 +266,7 @@ COMMANDS = {
     "segment": segment_command.run,
     "demo": cmd_demo,
     "perf": perf_command.run,
+    "soak": soak_command.run,
 }
 
 

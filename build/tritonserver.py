@@ -31,8 +31,10 @@ from .restricted_apis import DEFAULT_RESTRICTED, RESTRICTABLE_APIS, restriction_
 log = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 4000
-#: How long past its --exit-timeout-secs tritonserver may take to exit before it is killed.
+#: How long past its --exit-timeout-secs tritonserver may take to exit before it is killed, and what
+#: it logs when that timeout expires (after which it is killed at once).
 STOP_GRACE_S = 15
+EXIT_TIMEOUT_EXPIRED = "Exit timeout expired. Exiting immediately."
 # Triton logs: E... model_lifecycle.cc:642] "failed to load 'sam_decoder' version 1: Internal: ..."
 LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 
@@ -242,17 +244,20 @@ class TritonServer:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> Optional[int]:
-        """SIGTERM (Triton drains in-flight requests for up to exit_timeout_s), then SIGKILL; returns the exit status."""
+        """SIGTERM (Triton drains in-flight requests for up to exit_timeout_s), then SIGKILL once Triton
+        says its exit timeout expired (it may then hang on a busy python stub) or STOP_GRACE_S later;
+        returns the exit status."""
         if self.process is None:
             return None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=self.config.exit_timeout_s + STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                log.warning("tritonserver did not exit after SIGTERM; killing it")
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            deadline = time.monotonic() + self.config.exit_timeout_s + STOP_GRACE_S
+            while self.process.poll() is None:
+                if time.monotonic() > deadline or EXIT_TIMEOUT_EXPIRED in self.log_tail(600):
+                    log.warning("tritonserver did not finish within its exit timeout; killing it and its python stubs")
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                    self.process.wait()
+                time.sleep(0.1)
         remove_key_file(self.config.grpc_port, self.api_key)
         return self.process.returncode
 
@@ -276,8 +281,11 @@ class TritonServer:
         return failures
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
+        """About the last ``chars`` characters of the server's log (read from its end)."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as log_file:
+                log_file.seek(max(0, self.log_path.stat().st_size - 4 * chars))
+                text = log_file.read().decode(errors="replace")
         except OSError:
             return "(no server log)"
         return text[-chars:]
