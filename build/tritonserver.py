@@ -201,9 +201,9 @@ class TritonServer:
             self.process = subprocess.Popen(
                 command, stdout=log_file, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
             )
-        if self.config.restricted_apis:
-            write_key_file(self.config.grpc_port, self.api_key)
         try:
+            if self.config.restricted_apis:
+                write_key_file(self.config.grpc_port, self.api_key)
             self._wait_ready(models, timeout_s)
         except BaseException:
             self.stop()

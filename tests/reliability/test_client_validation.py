@@ -95,38 +95,36 @@ def proxied(grpc_url, images):
         yield proxy, client
 
 
+def assert_refused_silently(proxy, call, expected: str) -> None:
+    """``call()`` raises InvalidInputError holding ``expected``, and nothing went to the server."""
+    proxy.reset()
+    with pytest.raises(InvalidInputError) as error:
+        call()
+    assert expected in str(error.value)
+    assert proxy.client_to_server < SILENT_BYTES
+
+
 @pytest.mark.parametrize("case", list(IMAGES))
 def test_bad_images_are_refused_before_sending(proxied, case):
     proxy, client = proxied
     image, expected = IMAGES[case]
-    proxy.reset()
-    with pytest.raises(InvalidInputError) as error:
-        client.set_image(image)
-    assert expected in str(error.value)
-    with pytest.raises(InvalidInputError) as error:  # the ensemble's path checks the same way
-        client.segment(image, **PROBE_CLICK)
-    assert expected in str(error.value)
-    assert proxy.client_to_server < SILENT_BYTES
+    assert_refused_silently(proxy, lambda: client.set_image(image), expected)
+    assert_refused_silently(proxy, lambda: client.segment(image, **PROBE_CLICK), expected)  # the ensemble's path
 
 
 @pytest.mark.parametrize("case", list(PROMPTS))
 def test_bad_prompts_are_refused_before_sending(proxied, case):
     proxy, client = proxied
     prompt, expected = PROMPTS[case]
-    proxy.reset()
-    with pytest.raises(InvalidInputError) as error:
-        client.predict(**prompt)
-    assert expected in str(error.value)
-    assert proxy.client_to_server < SILENT_BYTES
+    assert_refused_silently(proxy, lambda: client.predict(**prompt), expected)
 
 
 def test_a_bad_prompt_in_a_batch_is_named_by_its_index(proxied):
     proxy, client = proxied
-    proxy.reset()
-    with pytest.raises(InvalidInputError) as error:
-        client.predict_batch(point_coords=[np.array([[10, 10]]), np.array([[10, 10]])], point_labels=[np.array([1]), np.array([3])])
-    assert "point_labels[1]: got values [3.0] in shape (1,); expected 1 (foreground) or 0 (background)" in str(error.value)
-    assert proxy.client_to_server < SILENT_BYTES
+    assert_refused_silently(
+        proxy, lambda: client.predict_batch(point_coords=[np.array([[10, 10]]), np.array([[10, 10]])],
+                                            point_labels=[np.array([1]), np.array([3])]),
+        "point_labels[1]: got values [3.0] in shape (1,); expected 1 (foreground) or 0 (background)")
 
 
 def test_predict_before_set_image(grpc_url, images):
