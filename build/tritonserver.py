@@ -35,6 +35,11 @@ LOG_TAIL_CHARS = 4000
 #: it logs when that timeout expires (after which it is killed at once).
 STOP_GRACE_S = 15
 EXIT_TIMEOUT_EXPIRED = "Exit timeout expired. Exiting immediately."
+#: glibc malloc settings for tritonserver and its python stubs, unless the environment sets them:
+#: request-sized buffers (MBs) are mmapped and returned when freed instead of fragmenting the heap,
+#: in at most 2 arenas. In a 10-minute soak without them the server's RSS kept growing (+15.5 %
+#: after a 2-minute warm-up); with them it levelled off after about 3 minutes (README, Soak).
+MALLOC_DEFAULTS = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), "MALLOC_ARENA_MAX": "2"}
 # Triton logs: E... model_lifecycle.cc:642] "failed to load 'sam_decoder' version 1: Internal: ..."
 LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 
@@ -182,6 +187,8 @@ class TritonServer:
 
     def environment(self) -> dict:
         env = dict(os.environ)
+        for name, value in MALLOC_DEFAULTS.items():
+            env.setdefault(name, value)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         if self.config.tritonserver is None:
             libs = [str(embedded_library_path())] + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
