@@ -190,6 +190,8 @@ def _load(tool: PerfAnalyzer, options: SoakOptions, url: str, model: str, data: 
             commands.extend(sweep.commands)
         load.failed_rounds.extend(sweep.failures.values())
         load.client_throughputs.extend(level.throughput for level in sweep.levels)
+        if sweep.failures:
+            return  # the soak has failed already; more rounds would only repeat the error
         if sweep.levels:
             per_request_s = options.concurrency / max(sweep.levels[0].throughput, 1e-3)
             per_client = max(1, int(min(ROUND_S, deadline - time.monotonic()) / per_request_s))
@@ -222,6 +224,9 @@ def run_soak(options: SoakOptions) -> SoakResult:
             thread.start()
         for thread in threads:
             thread.join()
+        if server.process.poll() is not None:
+            raise RuntimeError(f"tritonserver exited with code {server.process.returncode} during the soak;"
+                               f" its log: {options.out_dir / 'tritonserver.log'}")
         load_s = time.monotonic() - sampler.start_time
         sampler.stopped.set()
         sampler.join()

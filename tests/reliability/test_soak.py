@@ -1,6 +1,6 @@
 """The soak in its short form (a minute): `sam-triton soak` with real perf_analyzer at concurrency 16
 on sam_decoder and the sam ensemble, against its own tritonserver. The long form is the same
-command with --duration 600 --warmup 120 (README, Reliability and security)."""
+command with --duration 900 --warmup 300 (README, Reliability and security)."""
 
 from __future__ import annotations
 
