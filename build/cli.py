@@ -1,4 +1,4 @@
-"""The `sam-triton` command line: export, build, serve, segment, demo, perf.
+"""The `sam-triton` command line: export, build, serve, segment, demo, perf, soak.
 
 ``main(argv)`` is separate from parsing so tests can call it; configuration flows from the flags
 into one options object per command, never from globals.
@@ -17,6 +17,7 @@ from sam_triton.client import SamTritonError
 from sam_triton.client import segment_command
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 from sam_triton.perf import command as perf_command
+from sam_triton.perf import soak_command
 
 from .presets import DEFAULT_SEED, PRESETS
 from .repository import DEFAULT_RUNTIME, RUNTIMES
@@ -109,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, default=8002, help="The Prometheus metrics port.")
     serve.add_argument("--tritonserver", type=Path, help="A tritonserver binary to run instead of the embedded one (e.g. /opt/tritonserver/bin/tritonserver).")
     serve.add_argument("--exit-timeout", type=int, default=30, help="Seconds tritonserver waits for in-flight requests on shutdown.")
+    serve.add_argument("--unrestricted-api", action="append", default=[], choices=["shared-memory", "model-repository"],
+                       help="Open this Triton API to every client that reaches the server (repeatable). By default the shared-memory"
+                            " and model-repository APIs answer only requests carrying the server's key, which local clients read"
+                            " from a file only this user can read (see the README's Security section).")
     serve.add_argument("--ready-timeout", type=float, default=600.0, help="Seconds to wait for every model to be READY.")
     serve.add_argument("--log-file", type=Path, help="Where tritonserver's log goes (default: in the cache directory).")
     _add_cache_argument(serve)
@@ -133,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(perf)
     _add_cache_argument(perf)
     perf_command.add_arguments(perf)
+
+    soak = commands.add_parser("soak", help="Load sam_decoder and sam with perf_analyzer for minutes: no failed request, flat memory, identical probe.",
+                               description="Serve the repository on loopback, keep sam_decoder and the sam ensemble busy with perf_analyzer at a fixed concurrency, and check that no request fails, that the server's RSS (tritonserver and its python stubs) stays within a tolerance after the warm-up, and that a probe request's outputs are identical before and after.")
+    soak_command.add_arguments(soak)
+    _add_cache_argument(soak)
     return parser
 
 
@@ -250,11 +260,15 @@ def cmd_build(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from sam_triton.client.server_key import key_file
+
+    from .restricted_apis import restricted
     from .tritonserver import ServerConfig, TritonServer, models_the_embedded_server_cannot_run
 
     config = ServerConfig(
         repository=args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, tritonserver=args.tritonserver, exit_timeout_s=args.exit_timeout,
+        restricted_apis=restricted(args.unrestricted_api),
     )
     from .engine_metadata import ensure_plans_fresh
     from .tensorrt_engine import current_runtime
@@ -280,14 +294,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         server.start(timeout_s=args.ready_timeout)
-        print(f"serving {args.repository} on gRPC {config.grpc_url} (HTTP {config.http_url}); log: {server.log_path}", flush=True)
+        keyed = f"; {', '.join(config.restricted_apis)} API key in {key_file(config.grpc_port)}" if config.restricted_apis else ""
+        print(f"serving {args.repository} on gRPC {config.grpc_url} (HTTP {config.http_url}); log: {server.log_path}{keyed}", flush=True)
         status = server.wait()
         print(f"tritonserver exited on its own with status {status}:\n{server.log_tail()}", file=sys.stderr)
         return status or 1
     except KeyboardInterrupt:
-        print("shutting down: draining in-flight requests", flush=True)
+        print(f"shutting down: draining in-flight requests (at most {args.exit_timeout} s)", flush=True)
         status = server.stop()
-        return 0 if status in (0, None) else status
+        if status not in (0, None):
+            late = f"did not finish draining within --exit-timeout {args.exit_timeout} s"
+            how = f"{late} and was killed" if status == -signal.SIGKILL else f"exited with status {status}: it {late}"
+            tail = "\n".join(server.log_tail().splitlines()[-4:])
+            print(f"tritonserver {how}; requests still in flight were cut off. Its log ends:\n{tail}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        server.stop()  # whatever happened above (even a failed print to a closed stdout), never leave it running
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -314,6 +337,7 @@ COMMANDS = {
     "segment": segment_command.run,
     "demo": cmd_demo,
     "perf": perf_command.run,
+    "soak": soak_command.run,
 }
 
 

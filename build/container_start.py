@@ -28,6 +28,7 @@ from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 from .engine_metadata import RuntimeIdentity, StalePlanError, ensure_plans_fresh
 from .precision import DEFAULT_PRECISION, PRECISIONS, PrecisionChoice, parse_groups
 from .repository import RepositoryOptions
+from .restricted_apis import RESTRICTABLE_APIS, restricted, restriction_args, server_key
 
 log = logging.getLogger("sam_triton.container")
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder-instances", type=int, default=1, help="Instances of sam_encoder on the GPU.")
     parser.add_argument("--decoder-cuda-graphs", action="store_true", help="Let Triton capture CUDA graphs of sam_decoder.")
     parser.add_argument("--tritonserver", default="tritonserver", help="The tritonserver binary to exec (default: the one on PATH).")
+    parser.add_argument("--unrestricted-api", action="append", default=[], choices=list(RESTRICTABLE_APIS),
+                        help="Open this Triton API to every client (repeatable). By default the shared-memory and model-repository"
+                             " APIs answer only requests carrying the key in $SAM_TRITON_API_KEY (a random key nobody knows when unset).")
     return parser
 
 
@@ -129,6 +133,13 @@ def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeId
     return repository
 
 
+def tritonserver_command(args: argparse.Namespace, repository: Path, triton_args: Sequence[str], *, key: str) -> List[str]:
+    """tritonserver's command line: no model control, the APIs of ``restricted_apis`` behind ``key``,
+    then the user's own flags (after '--'). It binds every address: publishing ports is the container's choice."""
+    return [args.tritonserver, f"--model-repository={repository}", "--strict-readiness=true", "--model-control-mode=none",
+            *restriction_args(key=key, apis=restricted(args.unrestricted_api)), *triton_args]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ours, triton_args = split_argv(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(ours)
@@ -142,8 +153,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"sam-triton container: error: {exc}", file=sys.stderr)
         return 1
-    command: List[str] = [args.tritonserver, f"--model-repository={repository}", "--strict-readiness=true", *triton_args]
-    log.info("exec %s", " ".join(command))
+    key = server_key()
+    command = tritonserver_command(args, repository, triton_args, key=key)
+    log.info("exec %s", " ".join(command).replace(key, "<key>"))
     sys.stdout.flush()
     os.execvp(command[0], command)
     return 0  # not reached

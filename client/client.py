@@ -43,6 +43,9 @@ class SamClient(SamClientAPI):
     memory for a loopback url, else gRPC), "shm", "cuda" or "grpc" (see ``sam_triton.client.core``).
     ``limits``: overrides the prompt limits, otherwise read from the decoder's config.
     ``max_regions``: the most shared-memory regions held at once (beyond, tensors go over gRPC).
+    ``api_key``: the key of the server's restricted shared-memory API, sent with each region call;
+    None reads ``$SAM_TRITON_API_KEY``, else the key file a local ``sam-triton serve`` wrote (see
+    ``sam_triton.client.server_key``).
 
     The client connects on ``open()``, on ``with``, or on its first call; ``close()`` unregisters
     and frees its shared memory. Safe to share between threads.

@@ -45,9 +45,11 @@ class SamClientAPI:
         limits: Optional[Limits] = None,
         cuda_device: int = 0,
         max_regions: int = 16,
+        api_key: Optional[str] = None,
     ) -> None:
         self._core = SamCore(url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s, transport=transport,
-                             retry=retry or RetryPolicy(), limits=limits, cuda_device=cuda_device, max_regions=max_regions)
+                             retry=retry or RetryPolicy(), limits=limits, cuda_device=cuda_device, max_regions=max_regions,
+                             api_key=api_key)
         self._grpc: Any = None
         self._open_lock = self._make_open_lock()
 

@@ -53,20 +53,12 @@ from .prompts import DecoderPrompt
 from .region_pool import RegionPool
 from .regions import REGION_KINDS, Placed, unique_region_name
 from .requests import OUTPUT_NAMES, ImageState, prompt_request
+from .server_key import check_key, is_loopback
 from .triton_io import infer_rpc, limits_from_config, read_outputs
 
 log = logging.getLogger(__name__)
 
 TRANSPORTS = ("auto", "shm", "cuda", "grpc")
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost")
-
-
-def is_loopback(url: str) -> bool:
-    """Whether a gRPC target ("host:port", "[::1]:port", "unix:path") is on this host."""
-    if url.startswith("unix:"):
-        return True
-    host = url.rsplit(":", 1)[0] if url.count(":") == 1 or url.startswith("[") else url
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def check_timeout(value: object, argument: str) -> float:
@@ -108,6 +100,7 @@ class SamCore(TransportFlows):
         limits: Optional[Limits],
         cuda_device: int,
         max_regions: int,
+        api_key: Optional[str],
     ) -> None:
         if transport not in TRANSPORTS:
             raise InvalidInputError("transport", f"got {transport!r}; expected one of {', '.join(TRANSPORTS)}")
@@ -122,6 +115,8 @@ class SamCore(TransportFlows):
         self.limits = limits
         self.cuda_device = cuda_device
         self.max_regions = max_regions
+        # None: $SAM_TRITON_API_KEY or the key file of a local `sam-triton serve` (server_key.find_key)
+        self.api_key = None if api_key is None else check_key(api_key, "api_key")
         self.state = "new"
         self.pool: Optional[RegionPool] = None
         self._prefix = unique_region_name() + "_"

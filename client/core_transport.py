@@ -7,6 +7,7 @@ call with the retry rule, and lease, register, resync and free regions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Optional
@@ -21,8 +22,9 @@ from .errors import (
     SharedMemoryError,
     TransportUnavailableError,
 )
-from .ops import NO_RETRY, Flow, Sleep, call, read_rpc
+from .ops import NO_RETRY, Flow, Rpc, Sleep, call, read_rpc
 from .regions import REGION_KINDS
+from .server_key import ENV_VAR, grpc_headers, resolve_key
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class TransportFlows:
 
     pool: Any
     transport: Optional[str]
+    api_key: Optional[str]
     requested_transport: str
 
     # -- connection --------------------------------------------------------------------------
@@ -86,22 +89,52 @@ class TransportFlows:
             self._needs_probe = True
             raise
 
+    # -- the shared-memory API ----------------------------------------------------------------
+    def _keyed(self, rpc: Rpc) -> Rpc:
+        """``rpc`` with the server's key in its headers (read anew each time: a restarted
+        ``sam-triton serve`` has a new key)."""
+        key, _ = resolve_key(self.url, self.api_key)
+        return dataclasses.replace(rpc, kwargs={**rpc.kwargs, "headers": grpc_headers(key)})
+
+    def _shm_rpc(self, rpc: Rpc) -> Flow:
+        """A call of Triton's shared-memory API, with the key. Triton answers a restricted API's
+        call without the right key with UNAVAILABLE; when the server then still reads ready, that
+        is what happened, and it becomes a SharedMemoryError saying so (transport "auto" then
+        falls back to "grpc")."""
+        try:
+            return (yield from self._rpc(self._keyed(rpc)))
+        except ServerUnavailableError as exc:
+            try:
+                ready = yield from call(read_rpc("is_server_ready", timeout_s=min(self.timeout_s, 5.0)))
+            except ServerError:
+                ready = False
+            if not ready:
+                raise
+            self._needs_probe = False
+            _, sent = resolve_key(self.url, self.api_key)
+            raise SharedMemoryError(
+                f"{exc.detail} -- the server restricts its shared-memory API to requests with its key and this client"
+                f" sent {sent}: pass the server's key as api_key= or in ${ENV_VAR} (the client reads the key file of a"
+                " `sam-triton serve` on this host by itself), or use transport='grpc'",
+                status=exc.status, request=rpc.request) from exc
+
     # -- regions -----------------------------------------------------------------------------
     def _resync_regions(self) -> Flow:
         """Register again the regions a restarted server lost; unregister ones of ours it has and
         we do not (a registration whose reply was lost)."""
         method = "get_system_shared_memory_status" if self.transport == "shm" else "get_cuda_shared_memory_status"
-        status = yield from self._rpc(read_rpc(method, timeout_s=self.timeout_s, as_json=True))
+        status = yield from self._shm_rpc(dataclasses.replace(read_rpc(method, timeout_s=self.timeout_s, as_json=True),
+                                                              shared_memory=True))
         on_server = set((status or {}).get("regions", {}))
         ours = {region.name: region for region in self.pool.registered_regions()}  # type: ignore[union-attr]
         for name, region in ours.items():
             if name not in on_server:
                 log.warning("the server lost shared-memory region %s (restarted?); registering it again", name)
-                yield from self._rpc(region.register_rpc(self.timeout_s))
+                yield from self._shm_rpc(region.register_rpc(self.timeout_s))
         for name in on_server:
             if name.startswith(self._prefix) and name not in ours:
                 log.warning("unregistering orphaned shared-memory region %s", name)
-                yield from self._rpc(REGION_KINDS[self.transport].unregister_named(name, self.timeout_s))
+                yield from self._shm_rpc(REGION_KINDS[self.transport].unregister_named(name, self.timeout_s))
 
     def _lease(self, byte_size: int, timeout_s: float) -> Flow:
         """A registered region of at least ``byte_size`` bytes (release it), or None: send over gRPC."""
@@ -121,7 +154,7 @@ class TransportFlows:
             yield from self._destroy(victim, timeout_s)
         if acquired.new:
             try:
-                yield from self._rpc(acquired.region.register_rpc(timeout_s))
+                yield from self._shm_rpc(acquired.region.register_rpc(timeout_s))
             except SharedMemoryError as exc:
                 self.pool.discard(acquired.region)
                 if self.requested_transport != "auto":
@@ -163,7 +196,7 @@ class TransportFlows:
     def _destroy(self, region: Any, timeout_s: float) -> Flow:
         """Unregister a region (best effort: the server may be gone) and free it locally."""
         try:
-            yield from call(region.unregister_rpc(timeout_s))  # no readiness wait: the server may be gone
+            yield from call(self._keyed(region.unregister_rpc(timeout_s)))  # no readiness wait: the server may be gone
         except ServerError as exc:
             log.warning("could not unregister shared-memory region %s: %s", region.name, exc)
         finally:

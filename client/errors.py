@@ -52,6 +52,7 @@ class ServerError(SamTritonError):
         self.model = model
         self.status = status
         self.request = request
+        self.detail = message  # Triton's own text
         where = f"model '{model}'" if model else "server"
         text = f"{where}: {message}" + (f" [{status}]" if status else "")
         super().__init__(text + (f"; the request was {request}" if request else ""))

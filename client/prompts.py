@@ -59,7 +59,7 @@ def encode_prompt(
         rows.append(np.zeros((1, 2)))
         row_labels.append(np.array([LABEL_PADDING], dtype=np.float64))
     all_coords = np.concatenate(rows).astype(np.float32)
-    check_point_count(all_coords.shape[0], limits)
+    check_point_count(0 if coords is None else coords.shape[0], box_array is not None, limits)
     return DecoderPrompt(
         coords=all_coords,
         labels=np.concatenate(row_labels).astype(np.float32),

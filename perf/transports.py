@@ -26,6 +26,7 @@ import numpy as np
 
 from sam_triton.client import SamClient, TransportUnavailableError
 from sam_triton.client.images import load_image
+from sam_triton.client.server_key import find_key
 
 from .wire_proxy import CountingProxy
 
@@ -38,7 +39,8 @@ def click_points(height: int, width: int, count: int) -> List[np.ndarray]:
 
 def wire_bytes(url: str, transport: str, image: np.ndarray, clicks: Sequence[np.ndarray]) -> Dict[str, float]:
     host, port = url.rsplit(":", 1)
-    with CountingProxy(host, int(port)) as proxy, SamClient(proxy.url, transport=transport) as client:
+    # the proxy listens on a port of its own: the server's key file is found by the server's url
+    with CountingProxy(host, int(port)) as proxy, SamClient(proxy.url, transport=transport, api_key=find_key(url)) as client:
         proxy.reset()
         client.set_image(image)
         set_image = (proxy.client_to_server, proxy.server_to_client)

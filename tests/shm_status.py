@@ -7,11 +7,14 @@ from typing import Set
 
 import tritonclient.grpc as grpcclient
 
+from sam_triton.client.server_key import find_key, grpc_headers
+
 
 def server_regions(url: str) -> Set[str]:
-    """Names of the system shared-memory regions registered on the server."""
+    """Names of the system shared-memory regions registered on the server (asked with its key)."""
     with grpcclient.InferenceServerClient(url) as raw:
-        return set(raw.get_system_shared_memory_status(as_json=True, client_timeout=30).get("regions", {}))
+        status = raw.get_system_shared_memory_status(as_json=True, client_timeout=30, headers=grpc_headers(find_key(url)))
+        return set(status.get("regions", {}))
 
 
 def shm_segments() -> Set[str]:

@@ -22,7 +22,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("export", "build", "serve", "segment", "demo"):
+    for command in ("export", "build", "serve", "segment", "demo", "perf", "soak"):
         assert command in out
 
 

@@ -42,7 +42,20 @@ def _log(level, message):
         getattr(logger, level)(message)
 
 
-def _check_values(name, array, limits):
+def _check_size(name, array, limits):
+    """Raise RequestError if an input's prompt (P) or point (N) count is out of bounds; reads the
+    shape only, so an oversized request is refused before any of its values is looked at."""
+    if name == "point_labels":
+        prompts, points = array.shape[1], array.shape[2]
+        if prompts > limits["max_prompts"]:
+            raise RequestError(f"input 'point_labels': {prompts} prompts; at most {limits['max_prompts']} per request")
+        if points > limits["max_points"]:
+            raise RequestError(f"input 'point_labels': {points} points per prompt; at most {limits['max_points']}")
+        if prompts < 1 or points < 1:
+            raise RequestError(f"input 'point_labels': shape {list(array.shape)}; expected at least 1 prompt of at least 1 point")
+
+
+def _check_values(name, array):
     """Raise RequestError if an input's values break the contract (array has the batch dim)."""
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise RequestError(f"input '{name}': contains NaN or infinity; expected finite values")
@@ -59,10 +72,6 @@ def _check_values(name, array, limits):
                 f"input 'point_labels': got values {sorted(set(array[bad].tolist()))[:5]}; expected -1 (padding),"
                 " 0 (background), 1 (foreground), 2 (box top-left) or 3 (box bottom-right)"
             )
-        if array.shape[1] > limits["max_prompts"]:
-            raise RequestError(f"input 'point_labels': {array.shape[1]} prompts; at most {limits['max_prompts']} per request")
-        if array.shape[2] > limits["max_points"]:
-            raise RequestError(f"input 'point_labels': {array.shape[2]} points per prompt; at most {limits['max_points']}")
     elif name == "has_mask_input":
         if not np.all(np.isin(array, (0.0, 1.0))):
             raise RequestError("input 'has_mask_input': expected 0 or 1 per prompt")
@@ -179,8 +188,10 @@ class TritonPythonModel:
             if tensor is None:
                 raise RequestError(f"input '{name}': missing; expected inputs {self.input_names}")
             arrays[name] = tensor.as_numpy()
-            _check_values(name, arrays[name], self.limits)
+            _check_size(name, arrays[name], self.limits)
         _check_consistent(arrays)
+        for name, array in arrays.items():
+            _check_values(name, array)
         return arrays
 
     def _error(self, message, invalid_argument=True):
