@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import shlex
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from sam_triton.client import contract
 
-from .engine_metadata import EngineMetadata, ensure_plans_fresh
+from .engine_metadata import METADATA_FILE, EngineMetadata, ensure_plans_fresh
 from .export import DECODER_FILE, ENCODER_FILE
 from .onnx_coverage import check_exported, require_coverage
 from .presets import sha256_of
@@ -56,6 +56,8 @@ def build_tensorrt_repository(
     write_configs(repository, repo_options)
     limits = repo_options.limits
     metadata: Dict[str, EngineMetadata] = {}
+    for model in GRAPHS:  # a plan without metadata is refused: so is one whose build or check below fails
+        (repository / model / "1" / METADATA_FILE).unlink(missing_ok=True)
     for model, file in GRAPHS.items():
         version_dir = repository / model / "1"
         built = build_engine(onnx_dir / file, version_dir / "model.plan", model=model, limits=limits, options=engine_options)
@@ -81,12 +83,11 @@ def build_tensorrt_repository(
             },
             rebuild_command=command,
         )
-        metadata[model].write(version_dir)
         log.info("built %s in %.0f s", version_dir / "model.plan", built.seconds)
     name, image = sample_photo(check_image)
     figures = check_engines(repository, onnx_dir, image, precision=engine_options.precision.precision)
-    for model, meta in metadata.items():
-        metadata[model] = EngineMetadata(**{**asdict(meta), "check": {"image": name, **figures[model]}})
+    for model, meta in metadata.items():  # written once, checked
+        metadata[model] = replace(meta, check={"image": name, **figures[model]})
         metadata[model].write(repository / model / "1")
     ensure_plans_fresh(repository, expected_weights=manifest["weights"], runtime=identity)
     return metadata
