@@ -221,7 +221,7 @@ def _engine_options(args: argparse.Namespace):
     )
 
 
-def cmd_build(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
     from .pipeline import prepare_onnx
     from .repository import RepositoryOptions, assemble
 
@@ -254,7 +254,7 @@ def cmd_build(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         from .tensorrt_repository import build_tensorrt_repository, rebuild_command
 
         build_tensorrt_repository(repository=args.repository, onnx_dir=onnx_dir, manifest=manifest, repo_options=options,
-                                  engine_options=engine_options, check_image=args.image, command=rebuild_command(argv))
+                                  engine_options=engine_options, check_image=args.image, command=rebuild_command(args.argv))
     print(f"wrote the {args.runtime} model repository at {args.repository} ({manifest['source']})")
     return 0
 
@@ -270,10 +270,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port, tritonserver=args.tritonserver, exit_timeout_s=args.exit_timeout,
         restricted_apis=restricted(args.unrestricted_api),
     )
-    from .engine_metadata import ensure_plans_fresh
+    from .engine_metadata import ensure_plans_fresh, tensorrt_models
     from .tensorrt_engine import current_runtime
 
-    plans = ensure_plans_fresh(args.repository, runtime=current_runtime())  # before Triton loads anything
+    # Before Triton loads anything; TensorRT and the GPU are looked at only for a repository with plans.
+    runtime = current_runtime() if tensorrt_models(args.repository) else None
+    plans = ensure_plans_fresh(args.repository, runtime=runtime)
     if plans and args.tritonserver is None:
         raise ValueError(
             f"{args.repository} holds TensorRT models ({', '.join(plans)}), which the embedded tritonserver (python backend"
@@ -316,9 +318,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
+    _check_precision(args)
     if args.precision != "fp32":
-        if RUNTIMES[args.runtime].engine != "openvino":
-            raise ValueError(f"--precision {args.precision}: --runtime {args.runtime} offers fp32")
         from .openvino_options import require_native_bf16
 
         require_native_bf16()
@@ -347,8 +348,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.argv = argv  # the exact command, for reports
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "build":
-            return cmd_build(args, argv)
         return COMMANDS[args.command](args)
     except (SamTritonError, ValueError, FileNotFoundError, RuntimeError) as exc:
         # Errors we raise carry their own explanation; a traceback would only hide it.

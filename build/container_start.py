@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 
 from .engine_metadata import RuntimeIdentity, StalePlanError, ensure_plans_fresh
-from .precision import DEFAULT_PRECISION, PRECISIONS, PrecisionChoice, parse_groups
+from .precision import DEFAULT_FP32_GROUPS, DEFAULT_PRECISION, PRECISIONS, PrecisionChoice, parse_groups
 from .repository import RepositoryOptions
 from .restricted_apis import RESTRICTABLE_APIS, restricted, restriction_args, server_key
 
@@ -68,12 +68,10 @@ def split_argv(argv: Sequence[str]) -> tuple:
 
 def engine_cache_key(identity: RuntimeIdentity, weights: str, precision: PrecisionChoice, options: RepositoryOptions, exporter: str) -> str:
     """A short hash of everything an engine repository depends on; equal keys mean reusable engines."""
-    from .precision import DEFAULT_FP32_GROUPS
-
     groups = {model: list(precision.groups_for(model)) for model in DEFAULT_FP32_GROUPS}
     text = json.dumps(
         {"runtime": asdict(identity), "weights": weights, "precision": precision.precision, "fp32_groups": groups,
-         "repository": {**asdict(options), "limits": asdict(options.limits)}, "exporter": exporter},
+         "repository": asdict(options), "exporter": exporter},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -7,6 +7,7 @@ ViT encoder) so tests run the real graph in seconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -90,6 +91,14 @@ def build_random(model_type: str, *, seed: int = DEFAULT_SEED):
 
 
 def sha256_of(path: Path) -> str:
+    """The file's SHA-256, read once per version of the file (a ViT-H checkpoint is 2.4 GB, and
+    export, engine building and model loading all ask for it)."""
+    stat = Path(path).stat()
+    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, _size: int, _mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
