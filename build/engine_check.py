@@ -18,7 +18,8 @@ import numpy as np
 
 from sam_triton.client import contract
 from sam_triton.client.contract import DEFAULT_LIMITS
-from sam_triton.client.prompts import encode_prompt, stack_prompts
+from sam_triton.client.prompts import encode_prompt
+from sam_triton.client.requests import prompt_request
 from sam_triton.client.transforms import prepare_image
 
 from .export import DECODER_FILE, ENCODER_FILE
@@ -88,7 +89,7 @@ def check_engines(repository: Path, onnx_dir: Path, image: np.ndarray, *, precis
     decoder_figures: Dict[str, dict] = {}
     for name, prompt in check_prompts(*image.shape[:2]).items():
         encoded = encode_prompt(image.shape[:2], limits=DEFAULT_LIMITS, **prompt)
-        feed = {k: v[None] for k, v in stack_prompts([encoded]).items()}
+        feed = prompt_request([encoded])
         feed[contract.IMAGE_EMBEDDINGS.name] = expected_embedding
         expected_iou, expected_logits = decoder.run(None, feed)
         got = run_plan(repository / contract.DECODER_MODEL / "1" / "model.plan", feed)

@@ -17,7 +17,8 @@ import numpy as np
 
 from sam_triton.client import contract
 from sam_triton.client.contract import DEFAULT_LIMITS
-from sam_triton.client.prompts import encode_prompt, select_outputs, stack_prompts
+from sam_triton.client.prompts import encode_prompt, select_outputs
+from sam_triton.client.requests import prompt_request
 from sam_triton.client.transforms import prepare_image
 
 from .export import DECODER_FILE, ENCODER_FILE
@@ -120,7 +121,7 @@ def verify_onnx(sam, onnx_dir: Path, image: np.ndarray) -> CheckReport:
     for name, prompt in check_prompts(*original_size).items():
         expected_masks, expected_iou, expected_logits = predictor.predict(multimask_output=True, **prompt)
         encoded = encode_prompt(original_size, limits=DEFAULT_LIMITS, **prompt)
-        feed = {k: v[None] for k, v in stack_prompts([encoded]).items()}
+        feed = prompt_request([encoded])
         feed[contract.IMAGE_EMBEDDINGS.name] = embedding
         start = time.perf_counter()
         iou, logits = decoder.run(None, feed)

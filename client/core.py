@@ -265,18 +265,20 @@ class SamCore(TransportFlows):
 
     def decode(self, embedded: Embedded, prompts: Sequence[DecoderPrompt], timeout_s: float) -> Flow:
         """Run sam_decoder on P prompts of one held embedding; returns (iou Px4, logits Px4x256x256)."""
-        arrays = prompt_request(prompts)
+        count = len(prompts)
+        zeros = None  # the shared all-zero mask_input region, when every prompt goes without a mask
+        if not any(prompt.has_mask_input for prompt in prompts):
+            zeros = yield from self._zero_masks(timeout_s)
+            if zeros is not None and zeros.byte_size < count * MASK_INPUT_BYTES_PER_PROMPT:
+                zeros = None
+        arrays = prompt_request(prompts, mask_input=zeros is None)
         shm_inputs = {}
         if embedded.placed is not None:
             shm_inputs[IMAGE_EMBEDDINGS.name] = embedded.placed
         else:
             arrays = {IMAGE_EMBEDDINGS.name: embedded.array, **arrays}
-        count = len(prompts)
-        if not any(prompt.has_mask_input for prompt in prompts):
-            zeros = yield from self._zero_masks(timeout_s)
-            if zeros is not None and zeros.byte_size >= count * MASK_INPUT_BYTES_PER_PROMPT:
-                del arrays[MASK_INPUT.name]
-                shm_inputs[MASK_INPUT.name] = Placed(zeros, (1, count, 1, LOW_RES_SIZE, LOW_RES_SIZE), "float32")
+        if zeros is not None:
+            shm_inputs[MASK_INPUT.name] = Placed(zeros, (1, count, 1, LOW_RES_SIZE, LOW_RES_SIZE), "float32")
         region = yield from self._lease(count * LOGITS_BYTES_PER_PROMPT, timeout_s)
         shm_outputs = None
         if region is not None:

@@ -68,8 +68,9 @@ def encode_prompt(
     )
 
 
-def stack_prompts(prompts: Sequence[DecoderPrompt]) -> dict:
-    """P prompts -> the decoder's prompt inputs (without the batch dim).
+def stack_prompts(prompts: Sequence[DecoderPrompt], *, mask_input: bool = True) -> dict:
+    """P prompts -> the decoder's prompt inputs (without the batch dim); ``mask_input=False`` leaves
+    out the P x 1x256x256 masks (16 MB at 64 prompts) for a caller that sends them another way.
 
     Prompts with fewer points are padded with label -1 rows. Note that padding changes SAM's
     answer slightly (the padding point is a token the decoder attends to), exactly as it would in
@@ -81,12 +82,11 @@ def stack_prompts(prompts: Sequence[DecoderPrompt]) -> dict:
     for i, p in enumerate(prompts):
         coords[i, : p.coords.shape[0]] = p.coords
         labels[i, : p.labels.shape[0]] = p.labels
-    return {
-        "point_coords": coords,
-        "point_labels": labels,
-        "mask_input": np.stack([p.mask_input for p in prompts]).astype(np.float32),
-        "has_mask_input": np.array([p.has_mask_input for p in prompts], np.float32),
-    }
+    inputs = {"point_coords": coords, "point_labels": labels}
+    if mask_input:
+        inputs["mask_input"] = np.stack([p.mask_input for p in prompts]).astype(np.float32, copy=False)
+    inputs["has_mask_input"] = np.array([p.has_mask_input for p in prompts], np.float32)
+    return inputs
 
 
 def select_outputs(

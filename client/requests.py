@@ -47,9 +47,9 @@ def image_request(image: object, image_format: str = "RGB") -> ImageState:
     )
 
 
-def prompt_request(prompts: Sequence[DecoderPrompt]) -> Dict[str, np.ndarray]:
-    """P prompts -> batch-of-1 prompt inputs of sam_decoder / sam."""
-    return {name: array[None] for name, array in stack_prompts(prompts).items()}
+def prompt_request(prompts: Sequence[DecoderPrompt], *, mask_input: bool = True) -> Dict[str, np.ndarray]:
+    """P prompts -> batch-of-1 prompt inputs of sam_decoder / sam (without mask_input when it goes by shared memory)."""
+    return {name: array[None] for name, array in stack_prompts(prompts, mask_input=mask_input).items()}
 
 
 def predictions(
