@@ -122,9 +122,7 @@ class TransportFlows:
     def _resync_regions(self) -> Flow:
         """Register again the regions a restarted server lost; unregister ones of ours it has and
         we do not (a registration whose reply was lost)."""
-        method = "get_system_shared_memory_status" if self.transport == "shm" else "get_cuda_shared_memory_status"
-        status = yield from self._shm_rpc(dataclasses.replace(read_rpc(method, timeout_s=self.timeout_s, as_json=True),
-                                                              shared_memory=True))
+        status = yield from self._shm_rpc(REGION_KINDS[self.transport].status_rpc(self.timeout_s))
         on_server = set((status or {}).get("regions", {}))
         ours = {region.name: region for region in self.pool.registered_regions()}  # type: ignore[union-attr]
         for name, region in ours.items():

@@ -70,11 +70,11 @@ class RegionPool:
             self._entries[entry.region.name] = entry
             return Acquired(entry.region, new=True, evicted=evicted)
 
-    def mark_registered(self, region: Any, registered: bool = True) -> None:
+    def mark_registered(self, region: Any) -> None:
         with self._lock:
             entry = self._entries.get(region.name)
             if entry is not None:
-                entry.registered = registered
+                entry.registered = True
 
     def discard(self, region: Any) -> None:
         """Forget a region whose registration failed, and free it locally."""
@@ -120,16 +120,3 @@ class RegionPool:
     def registered_regions(self) -> List[Any]:
         with self._lock:
             return [e.region for e in self._entries.values() if e.registered]
-
-    def busy_count(self) -> int:
-        with self._lock:
-            return sum(1 for e in self._entries.values() if e.refs > 0)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def is_registered(self, region: Any) -> bool:
-        with self._lock:
-            entry = self._entries.get(region.name)
-            return bool(entry and entry.registered)

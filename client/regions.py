@@ -37,7 +37,30 @@ def unique_region_name(prefix: Optional[str] = None) -> str:
     return f"{prefix or NAME_PREFIX + str(os.getpid()) + '_' + _session + '_'}{next(_counter)}"
 
 
-class SystemRegion:
+class _Registrations:
+    """The server-side calls that differ between region kinds only by ``kind`` (Triton's method
+    names: ``*_system_shared_memory*`` / ``*_cuda_shared_memory*``) and ``label`` (for messages)."""
+
+    kind = ""
+    label = ""
+    name = ""
+
+    def unregister_rpc(self, timeout_s: float) -> Rpc:
+        return self.unregister_named(self.name, timeout_s)
+
+    @classmethod
+    def unregister_named(cls, name: str, timeout_s: float) -> Rpc:
+        return Rpc(f"unregister_{cls.kind}_shared_memory", dict(name=name, client_timeout=timeout_s),
+                   request=f"unregistering {cls.label} '{name}'", shared_memory=True)
+
+    @classmethod
+    def status_rpc(cls, timeout_s: float) -> Rpc:
+        """The server's registrations of this kind (idempotent, sent with the restricted API's key)."""
+        return Rpc(f"get_{cls.kind}_shared_memory_status", dict(as_json=True, client_timeout=timeout_s),
+                   idempotent=True, shared_memory=True)
+
+
+class SystemRegion(_Registrations):
     """A /dev/shm object of ``byte_size`` bytes, mapped here; the server maps it on registration.
 
     Made with the standard library's ``multiprocessing.shared_memory`` (tritonclient's own
@@ -46,6 +69,7 @@ class SystemRegion:
     """
 
     kind = "system"
+    label = "system shared memory"
 
     def __init__(self, byte_size: int, *, device_id: int = 0, prefix: Optional[str] = None) -> None:
         self.name = unique_region_name(prefix)
@@ -65,14 +89,6 @@ class SystemRegion:
                    dict(name=self.name, key=self.key, byte_size=self.byte_size, client_timeout=timeout_s),
                    request=f"registering system shared memory '{self.name}' ({self.byte_size} bytes at {self.key})",
                    shared_memory=True)
-
-    def unregister_rpc(self, timeout_s: float) -> Rpc:
-        return self.unregister_named(self.name, timeout_s)
-
-    @staticmethod
-    def unregister_named(name: str, timeout_s: float) -> Rpc:
-        return Rpc("unregister_system_shared_memory", dict(name=name, client_timeout=timeout_s),
-                   request=f"unregistering system shared memory '{name}'", shared_memory=True)
 
     def _view(self, dtype: Any, shape: Tuple[int, ...], offset: int) -> np.ndarray:
         if self._shm is None:
@@ -118,10 +134,11 @@ def _cuda_shared_memory() -> Any:
     return cudashm
 
 
-class CudaRegion:
+class CudaRegion(_Registrations):
     """``byte_size`` bytes of device memory on GPU ``device_id``, shared with the server by CUDA IPC."""
 
     kind = "cuda"
+    label = "CUDA shared memory"
 
     def __init__(self, byte_size: int, *, device_id: int = 0, prefix: Optional[str] = None) -> None:
         self._cudashm = _cuda_shared_memory()
@@ -143,14 +160,6 @@ class CudaRegion:
                         client_timeout=timeout_s),
                    request=f"registering CUDA shared memory '{self.name}' ({self.byte_size} bytes on GPU {self.device_id})",
                    shared_memory=True)
-
-    def unregister_rpc(self, timeout_s: float) -> Rpc:
-        return self.unregister_named(self.name, timeout_s)
-
-    @staticmethod
-    def unregister_named(name: str, timeout_s: float) -> Rpc:
-        return Rpc("unregister_cuda_shared_memory", dict(name=name, client_timeout=timeout_s),
-                   request=f"unregistering CUDA shared memory '{name}'", shared_memory=True)
 
     def read(self, dtype: Any, shape: Tuple[int, ...], offset: int = 0) -> np.ndarray:
         itemsize = np.dtype(dtype).itemsize
