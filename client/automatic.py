@@ -10,6 +10,7 @@ islands removed. Only the encoder and the decoder run on the server.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -31,7 +32,7 @@ from .amg_masks import calculate_stability_score, mask_to_rle, remove_small_regi
 from .contract import LABEL_FOREGROUND, LABEL_PADDING, LOW_RES_SIZE
 from .core import SamCore
 from .errors import InvalidInputError
-from .mask_set import MaskSet
+from .mask_set import SEGMENTATION_ENCODERS, MaskSet
 from .ops import Flow
 from .predictor_flows import decode_all
 from .prompts import DecoderPrompt, select_outputs
@@ -39,7 +40,7 @@ from .requests import MASK_THRESHOLD, ImageState, image_request
 from .transforms import apply_coords, postprocess_masks
 from .validation import check_image
 
-OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+OUTPUT_MODES = tuple(SEGMENTATION_ENCODERS)
 #: Masks upsampled to full resolution at once: bounds memory to this many HxW float32 logits.
 UPSAMPLE_CHUNK = 16
 
@@ -143,7 +144,7 @@ def process_batch(points: np.ndarray, iou4: np.ndarray, low_res4: np.ndarray, st
             iou_preds=iou[chosen].astype(np.float32),
             points=points[chosen],
             stability_score=stability[stable][inside],
-            crop_boxes=np.zeros((len(chosen), 4), np.int64),
+            crop_boxes=np.tile(np.asarray(crop_box, np.int64), (len(chosen), 1)),
         ))
     return MaskSet.concat(parts)
 
@@ -175,10 +176,9 @@ def _process_crop(core: SamCore, image: np.ndarray, crop_box: List[int], grid: n
     embedded = yield from core.embed(state, timeout_s)
     batches = []
     try:
-        per_request = min(options.points_per_batch, core.limits.max_prompts)  # type: ignore[union-attr]
         for start in range(0, len(points_for_image), options.points_per_batch):
             points = points_for_image[start:start + options.points_per_batch]
-            iou, low_res = yield from decode_all(core, embedded, point_prompts(points, state), timeout_s, per_request)
+            iou, low_res = yield from decode_all(core, embedded, point_prompts(points, state), timeout_s)
             batches.append(process_batch(points, iou, low_res, state, crop_box, orig_size, options))
     finally:
         core.release(embedded)
@@ -186,7 +186,6 @@ def _process_crop(core: SamCore, image: np.ndarray, crop_box: List[int], grid: n
     data = data.take(nms(data.boxes, data.iou_preds, options.box_nms_thresh))
     data.boxes = uncrop_boxes_xyxy(data.boxes, crop_box)
     data.points = uncrop_points(data.points, crop_box)
-    data.crop_boxes = np.tile(np.asarray(crop_box, np.int64), (len(data), 1))
     return data
 
 
@@ -214,14 +213,13 @@ def remove_small_mask_regions(data: MaskSet, min_area: int, nms_thresh: float) -
 def generate_options(options: Optional[MaskGeneratorOptions], overrides: Dict[str, Any]) -> MaskGeneratorOptions:
     """``options`` (or the defaults) with keyword ``overrides``; an unknown keyword is an error."""
     base = options or MaskGeneratorOptions()
-    known = set(MaskGeneratorOptions.__dataclass_fields__)
+    known = {f.name for f in dataclasses.fields(MaskGeneratorOptions)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise InvalidInputError(unknown[0], f"is not an option of generate; expected one of {', '.join(sorted(known))}")
     if not overrides:
         return base
-    fields = {name: getattr(base, name) for name in known}
-    fields.update(overrides)
+    changes = dict(overrides)
     if "points_per_side" not in overrides and overrides.get("point_grids") is not None:
-        fields["points_per_side"] = None
-    return MaskGeneratorOptions(**fields)
+        changes["points_per_side"] = None
+    return dataclasses.replace(base, **changes)

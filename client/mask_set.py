@@ -10,6 +10,9 @@ import numpy as np
 from .amg_geometry import box_xyxy_to_xywh
 from .amg_masks import RLE, area_from_rle, coco_encode_rle, rle_to_mask
 
+#: generate's output modes -> how a mask's RLE becomes its "segmentation" (SamAutomaticMaskGenerator's modes).
+SEGMENTATION_ENCODERS = {"binary_mask": rle_to_mask, "uncompressed_rle": lambda rle: rle, "coco_rle": coco_encode_rle}
+
 
 @dataclass
 class MaskSet:
@@ -59,7 +62,7 @@ class MaskSet:
         COCO's compressed RLE ("coco_rle"); area: pixels; bbox: [x, y, w, h]; predicted_iou;
         point_coords: [[x, y]] the grid point that prompted it; stability_score; crop_box: [x, y, w, h].
         """
-        encode = {"binary_mask": rle_to_mask, "uncompressed_rle": lambda rle: rle, "coco_rle": coco_encode_rle}[output_mode]
+        encode = SEGMENTATION_ENCODERS[output_mode]
         return [
             {
                 "segmentation": encode(rle),

@@ -6,7 +6,7 @@ Each flow checks its arguments before it yields anything, so bad input raises
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 
@@ -17,9 +17,6 @@ from .prompt_batches import encode_prompt_batch, plan_requests
 from .prompts import DecoderPrompt, encode_prompt
 from .requests import OUTPUT_NAMES, image_request, predictions, prompt_request, upsampled
 
-Result = Tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
 def set_image(core: SamCore, image: object, image_format: str, timeout_s: float) -> Flow:
     """Embed an HxWx3 uint8 image and make it the current one."""
     state = image_request(image, image_format)
@@ -29,7 +26,6 @@ def set_image(core: SamCore, image: object, image_format: str, timeout_s: float)
 
 def decode_all(
     core: SamCore, embedded: Embedded, prompts: Sequence[DecoderPrompt], timeout_s: float,
-    max_prompts: Optional[int] = None,
 ) -> Flow:
     """P prompts of one held embedding, in as few decoder requests as the limits allow.
 
@@ -38,7 +34,7 @@ def decode_all(
     count = len(prompts)
     iou = np.empty((count, NUM_MASK_OUTPUTS), np.float32)
     low_res = np.empty((count, NUM_MASK_OUTPUTS, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-    for indices in plan_requests(prompts, max_prompts or core.limits.max_prompts):
+    for indices in plan_requests(prompts, core.limits.max_prompts):
         chunk_iou, chunk_low_res = yield from core.decode(embedded, [prompts[i] for i in indices], timeout_s)
         iou[indices] = chunk_iou
         low_res[indices] = chunk_low_res
