@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from .export import OPSET, export_onnx, read_manifest, write_manifest
-from .presets import DEFAULT_SEED, ModelSource, load_model, sha256_of
+from .presets import DEFAULT_SEED, PRESETS, ModelSource, load_model, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,15 @@ class ModelChoice:
     checkpoint: Optional[Path] = None
     model_type: Optional[str] = None
     seed: int = DEFAULT_SEED
+
+    @classmethod
+    def parse(cls, model: str) -> "ModelChoice":
+        """A study script's model argument: a preset name (seeded random weights), else a checkpoint path."""
+        return cls(model_type=model) if model in PRESETS else cls(checkpoint=Path(model))
+
+    def load(self):
+        """The PyTorch Sam of this choice (the checkpoint's weights, or the preset's seeded random ones)."""
+        return load_model(checkpoint=self.checkpoint, model_type=self.model_type, seed=self.seed)[0]
 
     def weights_id(self) -> str:
         if self.checkpoint is not None:

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sam_triton.build.export import DECODER_FILE, ENCODER_FILE
-from sam_triton.build.openvino_options import INFERENCE_PRECISION, bf16_problem, cpu_capabilities
+from sam_triton.build.openvino_options import OpenVinoOptions, bf16_problem, cpu_capabilities
 from sam_triton.build.verify import ort_session
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL, IMAGE_EMBEDDINGS
 
@@ -91,8 +91,8 @@ class OpenVinoGraph:
     """One ONNX graph compiled by OpenVINO for the CPU, called as an ONNX Runtime session is."""
 
     def __init__(self, core, path: Path, precision: str) -> None:
-        compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision],
-                                                         "PERFORMANCE_HINT": "LATENCY"})
+        served = OpenVinoOptions(precision=precision).python_parameters(threads=0)  # the served models' defaults
+        compiled = core.compile_model(str(path), "CPU", {key: value for key, value in served.items() if key != "engine"})
         self.request = compiled.create_infer_request()
         self.outputs = compiled.outputs
 

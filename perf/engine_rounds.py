@@ -91,9 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from sam_triton.build.pipeline import ModelChoice, prepare_onnx
     from sam_triton.build.tritonserver import default_cache_dir
 
-    checkpoint = Path(args.model) if args.model.endswith(".pth") else None
-    choice = ModelChoice(checkpoint=checkpoint, model_type=None if checkpoint else args.model)
-    onnx_dir, _ = prepare_onnx(choice, cache_dir=args.cache_dir or default_cache_dir())
+    onnx_dir, _ = prepare_onnx(ModelChoice.parse(args.model), cache_dir=args.cache_dir or default_cache_dir())
     cpu = cpu_capabilities()
     result = {"command": "python -m sam_triton.perf.engine_rounds " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
               "cpu": f"{cpu['name']} ({platform.machine()}; OpenVINO capabilities {', '.join(cpu['capabilities'])})",

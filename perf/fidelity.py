@@ -61,7 +61,7 @@ def prompts_for(height: int, width: int) -> dict:
 
 def second_pass_prompts(height: int, width: int) -> tuple:
     """(first, second): a click, then the click plus a background click fed the best first mask."""
-    first = dict(point_coords=np.array([[width * 0.5, height * 0.55]]), point_labels=np.array([1]))
+    first = prompts_for(height, width)["one_point"]
     second = dict(point_coords=np.array([[width * 0.5, height * 0.55], [width * 0.3, height * 0.3]]), point_labels=np.array([1, 0]))
     return first, second
 
@@ -104,8 +104,7 @@ def measure_photo(client, predictor, image: np.ndarray) -> Dict[str, object]:
             worst = compare(client.predict(multimask_output=multimask, **prompt),
                             predictor.predict(multimask_output=multimask, **prompt)).worst(worst)
         figures[kind] = compare(client.segment(image, **prompt), predictor.predict(**prompt)).worst(worst)
-    first, second = second_pass_prompts(h, w)
-    client.set_image(image)
+    first, second = second_pass_prompts(h, w)  # segment() left the current image as it was
     _, _, logits = client.predict(multimask_output=True, **first)
     _, ref_scores, ref_logits = predictor.predict(multimask_output=True, **first)
     best = int(np.argmax(ref_scores))
@@ -153,21 +152,19 @@ def markdown_table(study: Mapping[str, object]) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-def _served_figures(model: str, precision: str, images: Mapping[str, np.ndarray], cache_dir: Path, work: Path) -> dict:
-    """Build the openvino repository of ``model`` at ``precision``, serve it, and measure it."""
+def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, np.ndarray], cache_dir: Path, work: Path) -> dict:
+    """Precision -> figures: ``model``'s export and SamPredictor answers once, then one openvino repository per precision, served and measured."""
     from segment_anything import SamPredictor
 
     from sam_triton.build.openvino_options import OpenVinoOptions
     from sam_triton.build.pipeline import ModelChoice, prepare_onnx
-    from sam_triton.build.presets import load_model
     from sam_triton.build.repository import RepositoryOptions, assemble
     from sam_triton.build.tritonserver import ServerConfig, TritonServer, free_port
     from sam_triton.client import SamClient
 
-    checkpoint = Path(model) if model.endswith(".pth") else None
-    choice = ModelChoice(checkpoint=checkpoint, model_type=None if checkpoint else model)
+    choice = ModelChoice.parse(model)
     onnx_dir, _ = prepare_onnx(choice, cache_dir=cache_dir)
-    sam, _ = load_model(checkpoint=choice.checkpoint, model_type=choice.model_type, seed=choice.seed)
+    sam = choice.load()
     predictors: Dict[str, object] = {}
 
     def predictor_for(name: str, image: np.ndarray):
@@ -176,12 +173,15 @@ def _served_figures(model: str, precision: str, images: Mapping[str, np.ndarray]
             predictors[name].set_image(image)
         return predictors[name]
 
-    repository = assemble(work / f"repo-{Path(model).stem}-{precision}",
-                          RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision=precision)), onnx_dir=onnx_dir)
-    config = ServerConfig(repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
-    with TritonServer(config, log_path=work / f"tritonserver-{precision}.log", cache_dir=cache_dir) as server:
-        with SamClient(server.config.grpc_url, timeout_s=600) as client:
-            return measure(client, predictor_for, images)
+    figures = {}
+    for precision in precisions:
+        repository = assemble(work / f"repo-{Path(model).stem}-{precision}",
+                              RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision=precision)), onnx_dir=onnx_dir)
+        config = ServerConfig(repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
+        with TritonServer(config, log_path=work / f"tritonserver-{precision}.log", cache_dir=cache_dir) as server:
+            with SamClient(server.config.grpc_url, timeout_s=600) as client:
+                figures[precision] = measure(client, predictor_for, images)
+    return figures
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -206,10 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     with tempfile.TemporaryDirectory() as work:
         for model in args.models:
-            result["models"][Path(model).stem] = {
-                precision: _served_figures(model, precision, images, args.cache_dir or default_cache_dir(), Path(work))
-                for precision in args.precisions
-            }
+            result["models"][Path(model).stem] = _model_figures(model, args.precisions, images, args.cache_dir or default_cache_dir(), Path(work))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown_table(result))

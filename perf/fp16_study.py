@@ -243,19 +243,13 @@ def decoder_latency_ms(decoder, device, prompts: int = 64, repeats: int = 10) ->
     return float(np.median(times))
 
 
-def _load(model: str):
-    """A preset name (seeded random weights) or the path of a SAM checkpoint."""
-    from sam_triton.build.presets import PRESETS, build_random, load_checkpoint
-
-    return build_random(model) if model in PRESETS else load_checkpoint(Path(model))[0]
-
-
 def study(model_types: Sequence[str], images: Dict[str, np.ndarray], device, dtype) -> List[dict]:
     from sam_triton.build.onnx_modules import SamDecoderGraph, SamEncoderGraph
+    from sam_triton.build.pipeline import ModelChoice
 
     rows = []
     for model_type in model_types:
-        sam = _load(model_type).to(device)
+        sam = ModelChoice.parse(model_type).load().to(device)
         reference_graphs = (SamEncoderGraph(sam).eval(), SamDecoderGraph(sam).eval())
         references = {name: run_pipeline(*reference_graphs, image, _prompts(*image.shape[:2]), device)
                       for name, image in images.items()}

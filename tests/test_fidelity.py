@@ -12,7 +12,7 @@ import pytest
 
 from sam_triton.build.verify import rel_l2
 from sam_triton.client import SamClient
-from sam_triton.perf.fidelity import prompts_for  # the prompt set of the end-to-end issue, shared with the fidelity study
+from sam_triton.perf.fidelity import prompts_for, second_pass_prompts  # the prompt set of the end-to-end issue, shared with the fidelity study
 
 from .conftest import IMAGE_NAMES
 
@@ -70,13 +70,11 @@ def test_second_pass_with_mask_input(client, images, predictor_for, name):
     image = images[name]
     predictor = predictor_for(name, image)
     client.set_image(image)
-    h, w = image.shape[:2]
-    first = dict(point_coords=np.array([[w * 0.5, h * 0.55]]), point_labels=np.array([1]))
+    first, second = second_pass_prompts(*image.shape[:2])
     _, scores, logits = client.predict(multimask_output=True, **first)
     _, ref_scores, ref_logits = predictor.predict(multimask_output=True, **first)
     assert int(np.argmax(scores)) == int(np.argmax(ref_scores))
     best = int(np.argmax(ref_scores))
-    second = dict(point_coords=np.array([[w * 0.5, h * 0.55], [w * 0.3, h * 0.3]]), point_labels=np.array([1, 0]))
     assert_same(
         client.predict(mask_input=logits[best][None], multimask_output=False, **second),
         predictor.predict(mask_input=ref_logits[best][None], multimask_output=False, **second),
