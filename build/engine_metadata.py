@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -20,6 +19,7 @@ from typing import Dict, List, Optional
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits
 
+from .model_config import parse_config, read_configs
 from .tensorrt_profiles import model_profiles, profiles_as_dict
 
 log = logging.getLogger(__name__)
@@ -78,19 +78,14 @@ class EngineMetadata:
 
 # -- the repository side: what the config.pbtxt asks of the plan --------------------------------
 
-_PLATFORM = re.compile(r'^platform:\s*"([^"]+)"', re.M)
-_MAX_BATCH = re.compile(r"^max_batch_size:\s*(\d+)", re.M)
-_PARAMETER = re.compile(r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}', re.S)
-
-
 def config_limits(config_text: str, *, opt_from: Limits) -> Limits:
     """The ``Limits`` a config.pbtxt serves (opt values, which configs do not hold, from ``opt_from``)."""
-    batch = _MAX_BATCH.search(config_text)
-    if batch is None:
+    config = parse_config(config_text)
+    if not config.max_batch_size:
         raise ValueError("config.pbtxt has no max_batch_size")
-    params = dict(_PARAMETER.findall(config_text))
+    params = {key: value.string_value for key, value in config.parameters.items()}
     maxima = {
-        "max_batch_size": int(batch.group(1)),
+        "max_batch_size": config.max_batch_size,
         "max_prompts": int(params.get("max_prompts", opt_from.max_prompts)),
         "max_points": int(params.get("max_points", opt_from.max_points)),
     }
@@ -100,12 +95,7 @@ def config_limits(config_text: str, *, opt_from: Limits) -> Limits:
 
 def tensorrt_models(repository: Path) -> List[str]:
     """The models of a repository whose config says ``platform: "tensorrt_plan"``."""
-    found = []
-    for config in sorted(Path(repository).glob("*/config.pbtxt")):
-        platform = _PLATFORM.search(config.read_text())
-        if platform and platform.group(1) == TENSORRT_PLATFORM:
-            found.append(config.parent.name)
-    return found
+    return [model for model, config in read_configs(repository).items() if config.platform == TENSORRT_PLATFORM]
 
 
 def _profile_problems(model: str, meta: EngineMetadata, config_text: str) -> List[str]:

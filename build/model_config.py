@@ -2,11 +2,14 @@
 
 Inputs, outputs and their dims come from ``sam_triton.client.contract``; batch and prompt limits
 from ``Limits``; runtime lines (backend or platform, instance kind, parameters) from the runtime
-registry in ``runtimes``. Nothing here is typed twice.
+registry in ``runtimes``. Nothing here is typed twice. ``parse_config``/``read_configs`` read
+them back the way Triton does (protobuf text format), for every module that asks what a
+repository serves.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Iterable, List, Sequence
 
 from sam_triton.client import contract
@@ -124,3 +127,24 @@ def cuda_graphs_block(specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequenc
         inputs = "\n".join(f'        input {{ key: "{s.name}" value {{ dim: [ {_dims(opt_shapes[s.name][1:])} ] }} }}' for s in specs)
         specs_text.append(f"      {{\n        batch_size: {batch}\n{inputs}\n      }}")
     return "optimization {\n  cuda {\n    graphs: true\n    graph_spec [\n" + ",\n".join(specs_text) + "\n    ]\n  }\n}"
+
+
+def parse_config(text: str):
+    """config.pbtxt text -> Triton's ModelConfig message (tritonclient's copy of it); ValueError if it does not parse."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ValueError(f"config.pbtxt does not parse: {exc}") from exc
+
+
+def read_configs(repository: Path) -> Dict[str, object]:
+    """Model name -> its parsed config.pbtxt, for every model of a repository, in name order."""
+    return {path.parent.name: parse_config(path.read_text()) for path in sorted(Path(repository).glob("*/config.pbtxt"))}
+
+
+def runtime_of(config) -> str:
+    """What runs a model: its backend (python, openvino, ...) or, without one, its platform (ensemble, tensorrt_plan, ...)."""
+    return config.backend or config.platform

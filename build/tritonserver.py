@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from sam_triton.client.server_key import check_key, remove_key_file, write_key_file
 
+from .model_config import read_configs, runtime_of
 from .restricted_apis import DEFAULT_RESTRICTED, RESTRICTABLE_APIS, restriction_args, server_key
 
 log = logging.getLogger(__name__)
@@ -144,19 +145,14 @@ def model_names(repository: Path) -> List[str]:
     return sorted(p.parent.name for p in Path(repository).glob("*/config.pbtxt"))
 
 
-# config.pbtxt: backend: "python" / platform: "onnxruntime_onnx" / platform: "ensemble"
-RUNTIME_LINE = re.compile(r'^(?:backend|platform): "([^"]+)"', re.MULTILINE)
+#: What the embedded tritonserver runs (runtime_of a config): the python backend and ensembles.
 EMBEDDED_RUNS = ("python", "ensemble")
 
 
 def models_the_embedded_server_cannot_run(repository: Path) -> Dict[str, str]:
     """Model name -> its backend or platform, for the models outside the embedded server's python backend."""
-    found = {}
-    for config in sorted(Path(repository).glob("*/config.pbtxt")):
-        match = RUNTIME_LINE.search(config.read_text())
-        if match and match.group(1) not in EMBEDDED_RUNS:
-            found[config.parent.name] = match.group(1)
-    return found
+    runtimes = {model: runtime_of(config) for model, config in read_configs(repository).items()}
+    return {model: runtime for model, runtime in runtimes.items() if runtime and runtime not in EMBEDDED_RUNS}
 
 
 class TritonServer:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import socket
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
+from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
+
+from sam_triton.build.model_config import read_configs
 from sam_triton.build.pipeline import prepare_onnx
 from sam_triton.build.presets import load_model, sha256_of
 from sam_triton.build.repository import RepositoryOptions, assemble
@@ -55,35 +57,30 @@ def prepare_repository(options: PerfOptions, onnx_dir: Path) -> Path:
     return repository
 
 
-def repository_summary(repository: Path) -> str:
-    """'sam_encoder: backend "python", 1 x KIND_CPU, ...' from the config.pbtxt files (what Triton ran)."""
+def repository_summary(configs: Dict[str, object]) -> str:
+    """'sam_encoder: backend python, 1 x KIND_CPU, ...' from the parsed config.pbtxt files (what Triton ran)."""
     parts = []
     for model in (ENCODER_MODEL, DECODER_MODEL):
-        try:
-            text = (Path(repository) / model / "config.pbtxt").read_text()
-        except OSError:
+        if model not in configs:
             continue
-        runtime = re.search(r'^(backend|platform): "([^"]+)"', text, re.M)
-        count, kind = re.search(r"count: (\d+)", text), re.search(r"kind: (KIND_\w+)", text)
-        batch, delay = re.search(r"max_batch_size: (\d+)", text), re.search(r"max_queue_delay_microseconds: (\d+)", text)
-        parts.append(f"{model}: {runtime.group(1) + ' ' + runtime.group(2) if runtime else '?'}, "
-                     f"{count.group(1) if count else '?'} x {kind.group(1) if kind else '?'}, max_batch_size "
-                     f"{batch.group(1) if batch else '?'}, queue delay {delay.group(1) if delay else '?'} us")
+        config = configs[model]
+        runtime = f"backend {config.backend}" if config.backend else f"platform {config.platform}" if config.platform else "?"
+        group = config.instance_group[0] if config.instance_group else None
+        count, kind = (group.count, ModelInstanceGroup.Kind.Name(group.kind)) if group else ("?", "?")
+        delay = config.dynamic_batching.max_queue_delay_microseconds if config.HasField("dynamic_batching") else "?"
+        parts.append(f"{model}: {runtime}, {count} x {kind}, max_batch_size {config.max_batch_size}, queue delay {delay} us")
     return "; ".join(parts)
 
 
-def triton_label(repository: Path) -> str:
+def triton_label(configs: Dict[str, object]) -> str:
     """'Triton gRPC, python backend (encoder OpenVINO FP32, decoder ONNX Runtime)' (or the platform), for tables and legends."""
-    try:
-        text = (Path(repository) / ENCODER_MODEL / "config.pbtxt").read_text()
-    except OSError:
+    encoder = configs.get(ENCODER_MODEL)
+    if encoder is None:
         return "Triton gRPC"
-    found = re.search(r'^backend: "([^"]+)"', text, re.M)
-    if found:
-        engines = {model: RUNNER_NAMES[engine].replace(" in-process", "") for model, engine in served_engines(repository).items()}
-        return f"Triton gRPC, {found.group(1)} backend (encoder {engines[ENCODER_MODEL]}, decoder {engines[DECODER_MODEL]})"
-    found = re.search(r'^platform: "([^"]+)"', text, re.M)
-    return f"Triton gRPC, {found.group(1)}" if found else "Triton gRPC"
+    if encoder.backend:
+        engines = {model: RUNNER_NAMES[engine].replace(" in-process", "") for model, engine in served_engines(configs).items()}
+        return f"Triton gRPC, {encoder.backend} backend (encoder {engines[ENCODER_MODEL]}, decoder {engines[DECODER_MODEL]})"
+    return f"Triton gRPC, {encoder.platform}" if encoder.platform else "Triton gRPC"
 
 
 @contextlib.contextmanager
@@ -143,16 +140,17 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
         baselines += measure(OpenVinoRunner(onnx_dir, precision=precision), workload, requests=options.baseline_requests)
     baselines += measure(TorchRunner(sam), workload, requests=options.baseline_requests)
 
+    configs = read_configs(repository)  # what Triton served, read once for the labels and the ratios
     machine = machine_info(load_at_start)
     where = f"{machine['cpu']} ({machine['usable_cores']} cores), GPU: {machine['gpu']}"
     run = BenchmarkRun(
         title=f"sam-triton benchmark: {manifest['source']}", run_dir=run_dir, started=started,
         command_line=options.command_line, model=manifest["source"],
-        triton=(f"Triton rows: perf_analyzer over gRPC at {url} against {version}: {how} ({repository_summary(repository)})."),
-        triton_label=triton_label(repository), perf_analyzer=tool.version(),
+        triton=(f"Triton rows: perf_analyzer over gRPC at {url} against {version}: {how} ({repository_summary(configs)})."),
+        triton_label=triton_label(configs), perf_analyzer=tool.version(),
         perf_analyzer_env=f"LD_LIBRARY_PATH={':'.join(map(str, tool.library_dirs))}" if tool.library_dirs else "no extra environment",
         machine=machine, workload=workload.describe(), input_data={label: path for label, (_, path) in input_data.items()}, sweeps=sweeps, baselines=baselines,
-        ratios=headline_ratios(sweeps, baselines, served_engines(repository)), notes=run_notes(options, bf16_missing),
+        ratios=headline_ratios(sweeps, baselines, served_engines(configs)), notes=run_notes(options, bf16_missing),
     )
     run.plots = plot_all(sweeps, baselines, run_dir / "plots", triton_label=run.triton_label, where=where)
     run.duration_s = time.monotonic() - start
