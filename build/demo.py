@@ -23,7 +23,7 @@ from .pipeline import ModelChoice, prepare_onnx
 from .openvino_options import OpenVinoOptions
 from .repository import DEFAULT_RUNTIME, RepositoryOptions, assemble
 from .sample_images import sample_photo
-from .tritonserver import ServerConfig, TritonServer, free_port
+from .tritonserver import ServerConfig, TritonServer
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,7 @@ def run_demo(config: DemoConfig) -> dict:
     assemble(config.repository, RepositoryOptions(runtime=config.runtime, openvino=OpenVinoOptions(precision=config.precision)),
              onnx_dir=onnx_dir)
     image_name, image = sample_photo(config.image)
-    server_config = ServerConfig(
-        repository=config.repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
-    )
+    server_config = ServerConfig.on_free_ports(config.repository)
     summaries = {}
     with TritonServer(server_config, cache_dir=config.cache_dir) as server, SamClient(server.config.grpc_url, timeout_s=300) as client:
         log.info("segmenting %s (%dx%d) with %s", image_name, image.shape[1], image.shape[0], manifest["source"])

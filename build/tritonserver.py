@@ -127,6 +127,11 @@ class ServerConfig:
         if self.api_key is not None:
             check_key(self.api_key, "api_key")
 
+    @classmethod
+    def on_free_ports(cls, repository: Path, **settings) -> "ServerConfig":
+        """A loopback server of ``repository`` on three free ports (tests, demo, benchmarks); other settings as given."""
+        return cls(repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(), **settings)
+
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"

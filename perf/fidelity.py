@@ -159,7 +159,7 @@ def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, n
     from sam_triton.build.openvino_options import OpenVinoOptions
     from sam_triton.build.pipeline import ModelChoice, prepare_onnx
     from sam_triton.build.repository import RepositoryOptions, assemble
-    from sam_triton.build.tritonserver import ServerConfig, TritonServer, free_port
+    from sam_triton.build.tritonserver import ServerConfig, TritonServer
     from sam_triton.client import SamClient
 
     choice = ModelChoice.parse(model)
@@ -177,7 +177,7 @@ def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, n
     for precision in precisions:
         repository = assemble(work / f"repo-{Path(model).stem}-{precision}",
                               RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision=precision)), onnx_dir=onnx_dir)
-        config = ServerConfig(repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
+        config = ServerConfig.on_free_ports(repository)
         with TritonServer(config, log_path=work / f"tritonserver-{precision}.log", cache_dir=cache_dir) as server:
             with SamClient(server.config.grpc_url, timeout_s=600) as client:
                 figures[precision] = measure(client, predictor_for, images)

@@ -17,7 +17,7 @@ from sam_triton.build.model_config import read_configs
 from sam_triton.build.pipeline import prepare_onnx
 from sam_triton.build.presets import load_model, sha256_of
 from sam_triton.build.repository import RepositoryOptions, assemble
-from sam_triton.build.tritonserver import ServerConfig, TritonServer, free_port, model_names
+from sam_triton.build.tritonserver import ServerConfig, TritonServer, model_names
 from sam_triton.build.export import DECODER_FILE, ENCODER_FILE
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL
 
@@ -89,8 +89,7 @@ def serving(options: PerfOptions, repository: Path, run_dir: Path) -> Iterator[T
     if options.url:
         yield options.url, f"a running tritonserver at {options.url} (--url), said to serve {repository}"
         return
-    config = ServerConfig(repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
-                          tritonserver=options.tritonserver)
+    config = ServerConfig.on_free_ports(repository, tritonserver=options.tritonserver)
     server = TritonServer(config, log_path=run_dir / "tritonserver.log", cache_dir=options.cache_dir)
     how = f"tritonserver {options.tritonserver}" if options.tritonserver else "the embedded tritonserver of nvidia-pytriton"
     server.start(timeout_s=SERVER_READY_TIMEOUT_S)

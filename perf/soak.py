@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from sam_triton.build.tritonserver import ServerConfig, TritonServer, free_port
+from sam_triton.build.tritonserver import ServerConfig, TritonServer
 from sam_triton.client import SamClient
 from sam_triton.client.contract import DECODER_MODEL, DECODER_OUTPUTS, ENSEMBLE_MODEL
 from sam_triton.client.triton_io import infer_rpc
@@ -202,8 +202,7 @@ def run_soak(options: SoakOptions) -> SoakResult:
     options.out_dir.mkdir(parents=True, exist_ok=True)
     tool = ensure_perf_analyzer(options.tools_dir)
     workload = build_workload(load_photos(options.photos))
-    config = ServerConfig(repository=options.repository, grpc_port=free_port(), http_port=free_port(),
-                          metrics_port=free_port(), tritonserver=options.tritonserver)
+    config = ServerConfig.on_free_ports(options.repository, tritonserver=options.tritonserver)
     server = TritonServer(config, log_path=options.out_dir / "tritonserver.log", cache_dir=options.cache_dir)
     server.start(timeout_s=SERVER_READY_TIMEOUT_S)
     try:

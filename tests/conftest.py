@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sam_triton.build.repository import RepositoryOptions, assemble
-from sam_triton.build.tritonserver import ServerConfig, TritonServer, free_port
+from sam_triton.build.tritonserver import ServerConfig, TritonServer
 from sam_triton.client.images import load_image
 
 IMAGES_DIR = Path(__file__).parent / "images"
@@ -47,9 +47,7 @@ def tiny_onnx(cache_dir, tiny_sam):
 
 
 def start_server(repository: Path, cache_dir: Path, log_path: Path, **overrides) -> TritonServer:
-    config = ServerConfig(
-        repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(), **overrides
-    )
+    config = ServerConfig.on_free_ports(repository, **overrides)
     return TritonServer(config, log_path=log_path, cache_dir=cache_dir).start()
 
 
