@@ -24,7 +24,7 @@ from sam_triton.client.transforms import prepare_image
 
 from .export import DECODER_FILE, ENCODER_FILE
 from .tensorrt_engine import require_tensorrt
-from .verify import check_prompts, ort_session, rel_l2
+from .verify import check_prompts, mask_iou, ort_session, rel_l2
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,6 @@ def run_plan(plan: Path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     finally:
         for buffer in buffers.values():
             buffer.free()
-
-
-def mask_iou(actual: np.ndarray, expected: np.ndarray) -> float:
-    """IoU of the masks ``logits > 0``; 1.0 when both are empty."""
-    a, b = actual > 0, expected > 0
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def check_engines(repository: Path, onnx_dir: Path, image: np.ndarray, *, precision: str) -> Dict[str, dict]:

@@ -67,6 +67,13 @@ def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(diff / max(np.linalg.norm(expected), 1e-12))
 
 
+def mask_iou(actual: np.ndarray, expected: np.ndarray) -> float:
+    """IoU of the masks ``logits > 0`` (boolean masks work as they are); 1.0 when both are empty."""
+    a, b = actual > 0, expected > 0
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
 def check_prompts(height: int, width: int) -> Dict[str, dict]:
     """A point, fg/bg points, a box and box + point, in original-image pixels."""
     cx, cy = width / 2, height / 2

@@ -152,13 +152,8 @@ def run_pipeline(encoder, decoder, image: np.ndarray, prompts: Dict[str, dict], 
     return out
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def compare(variant: dict, reference: dict) -> dict:
-    from sam_triton.build.verify import rel_l2
+    from sam_triton.build.verify import mask_iou, rel_l2
 
     rows = {"embedding_rel_l2": rel_l2(variant["embedding"], reference["embedding"])}
     logits_err, iou_err, mask_ious = [], [], []
