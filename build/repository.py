@@ -121,7 +121,7 @@ class RepositoryOptions:
                 raise ValueError(f"decoder engine {self.decoder_engine!r}: expected one of {list(DECODER_ENGINES)}")
             if self.spec.engine == "tensorrt":
                 raise ValueError("--decoder-engine: --runtime tensorrt builds TensorRT engines of both models")
-        if self.instance_kind == "KIND_GPU" and "openvino" in (self.spec.engine, self.decoder_spec.engine):
+        if self.instance_kind == "KIND_GPU" and self.runs_openvino():
             raise ValueError("OpenVINO runs on the CPU here: --instance-kind KIND_GPU does not apply to its models")
 
     @property
