@@ -83,7 +83,7 @@ class TransportFlows:
             return
         try:
             yield from self._probe_ready()
-            if self.pool is not None and self.transport != "grpc":
+            if self._uses_regions:
                 yield from self._resync_regions()
         except BaseException:
             self._needs_probe = True
@@ -134,17 +134,28 @@ class TransportFlows:
                 log.warning("unregistering orphaned shared-memory region %s", name)
                 yield from self._shm_rpc(REGION_KINDS[self.transport].unregister_named(name, self.timeout_s))
 
+    @property
+    def _uses_regions(self) -> bool:
+        """Whether tensors go through shared-memory regions now (not with grpc, nor after a fall-back to it)."""
+        return self.pool is not None and self.transport != "grpc"
+
+    def _fall_back_to_grpc(self, reason: str) -> bool:
+        """With transport='auto', switch to gRPC saying why and return True; otherwise False (the caller raises)."""
+        if self.requested_transport != "auto":
+            return False
+        log.warning("%s; falling back to transport='grpc'", reason)
+        self.transport = "grpc"
+        return True
+
     def _lease(self, byte_size: int, timeout_s: float) -> Flow:
         """A registered region of at least ``byte_size`` bytes (release it), or None: send over gRPC."""
-        if self.pool is None or self.transport == "grpc":
+        if not self._uses_regions:
             return None
         try:
-            acquired = self.pool.acquire(byte_size)
+            acquired = self.pool.acquire(byte_size)  # type: ignore[union-attr]
         except TransportUnavailableError as exc:  # /dev/shm full, or no GPU memory
-            if self.requested_transport != "auto":
+            if not self._fall_back_to_grpc(f"cannot make a shared-memory region ({exc})"):
                 raise
-            log.warning("cannot make a shared-memory region (%s); falling back to transport='grpc'", exc)
-            self.transport = "grpc"
             return None
         if acquired is None:
             return None
@@ -154,11 +165,9 @@ class TransportFlows:
             try:
                 yield from self._shm_rpc(acquired.region.register_rpc(timeout_s))
             except SharedMemoryError as exc:
-                self.pool.discard(acquired.region)
-                if self.requested_transport != "auto":
+                self.pool.discard(acquired.region)  # type: ignore[union-attr]
+                if not self._fall_back_to_grpc(f"the server at {self.url} cannot map shared memory ({exc})"):
                     raise
-                log.warning("the server at %s cannot map shared memory (%s); falling back to transport='grpc'", self.url, exc)
-                self.transport = "grpc"
                 return None
             except BaseException:
                 self.pool.discard(acquired.region)
@@ -169,7 +178,7 @@ class TransportFlows:
 
     def _zero_masks(self, timeout_s: float) -> Flow:
         """The held region of max_prompts zero masks (made on first use), or None."""
-        if self._zeros is not None or self.pool is None or self.transport == "grpc":
+        if self._zeros is not None or not self._uses_regions:
             return self._zeros
         with self._lock:
             if self._zeros_pending:
