@@ -30,6 +30,15 @@ def save_mask(mask: np.ndarray, path: Path) -> Path:
     return Path(path)
 
 
+def _tinted(image: np.ndarray, masks_and_colors, alpha: float) -> Image.Image:
+    """The image with each (HxW bool mask, RGB color) blended in at ``alpha``, in the order given."""
+    out = image.astype(np.float32)
+    for mask, color in masks_and_colors:
+        mask = np.asarray(mask, bool)
+        out[mask] = (1 - alpha) * out[mask] + alpha * color
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
 def overlay(
     image: np.ndarray,
     masks: Sequence[np.ndarray],
@@ -40,11 +49,7 @@ def overlay(
     alpha: float = 0.5,
 ) -> Image.Image:
     """The image with each mask tinted in its own color, and the prompts drawn on top."""
-    out = image.astype(np.float32)
-    for i, mask in enumerate(masks):
-        mask = np.asarray(mask, bool)
-        out[mask] = (1 - alpha) * out[mask] + alpha * PALETTE[i % len(PALETTE)]
-    picture = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    picture = _tinted(image, ((mask, PALETTE[i % len(PALETTE)]) for i, mask in enumerate(masks)), alpha)
     draw = ImageDraw.Draw(picture)
     radius = max(3, round(max(image.shape[:2]) / 150))
     if box is not None:
@@ -59,9 +64,6 @@ def overlay(
 def overlay_all(image: np.ndarray, masks: Sequence[np.ndarray], *, alpha: float = 0.55, seed: int = 0) -> Image.Image:
     """The image with every HxW bool mask tinted in a random color, largest first (small masks stay
     visible on top), as SAM's notebooks show automatic masks."""
-    out = image.astype(np.float32)
     colors = np.random.default_rng(seed).uniform(0, 255, size=(len(masks), 3)).astype(np.float32)
-    for i in sorted(range(len(masks)), key=lambda k: -int(np.count_nonzero(masks[k]))):
-        mask = np.asarray(masks[i], bool)
-        out[mask] = (1 - alpha) * out[mask] + alpha * colors[i]
-    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    largest_first = sorted(range(len(masks)), key=lambda k: -int(np.count_nonzero(masks[k])))
+    return _tinted(image, ((masks[i], colors[i]) for i in largest_first), alpha)
