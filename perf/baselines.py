@@ -166,9 +166,15 @@ def _timed(call: Callable[[], object], count: int) -> tuple:
     return tuple(latencies)
 
 
-def measure(runner, workload: Workload, *, requests: int) -> List[Baseline]:
-    """``requests`` timed calls per model (cycling through the workload's photos and cases)."""
-    embeddings: Dict[str, object] = {photo.name: runner.encode(photo) for photo in workload.photos}
+def measure(runner, workload: Workload, *, requests: int, embeddings: Optional[Dict[str, np.ndarray]] = None) -> List[Baseline]:
+    """``requests`` timed calls per model (cycling through the workload's photos and cases).
+
+    ``embeddings``: this runner's own (``ort_embeddings``), when the caller has them already.
+    """
+    if embeddings is not None:
+        embeddings = {name: embedding[None] for name, embedding in embeddings.items()}
+    else:
+        embeddings = {photo.name: runner.encode(photo) for photo in workload.photos}
     photos, cases = itertools.cycle(workload.photos), itertools.cycle(workload.cases)
 
     def encoder() -> object:

@@ -119,7 +119,8 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
     repository = prepare_repository(options, onnx_dir)
     workload = build_workload(load_photos(options.photos))
     ort = OrtRunner(onnx_dir)
-    input_data = write_input_data(workload, ort_embeddings(ort, workload.photos), run_dir / "input_data")
+    embeddings = ort_embeddings(ort, workload.photos)  # perf_analyzer's decoder data, and the ONNX Runtime baseline's
+    input_data = write_input_data(workload, embeddings, run_dir / "input_data")
 
     with serving(options, repository, run_dir) as (url, how):
         version = server_version(url)
@@ -133,7 +134,7 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
             )
 
     sam, _ = load_model(checkpoint=options.model.checkpoint, model_type=options.model.model_type, seed=options.model.seed)
-    baselines = measure(ort, workload, requests=options.baseline_requests)
+    baselines = measure(ort, workload, requests=options.baseline_requests, embeddings=embeddings)
     precisions, bf16_missing = openvino_precisions()
     for precision in precisions:  # one runner at a time: a ViT-B graph compiled twice is gigabytes
         baselines += measure(OpenVinoRunner(onnx_dir, precision=precision), workload, requests=options.baseline_requests)
