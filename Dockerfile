@@ -1,7 +1,7 @@
 # sam-triton on NVIDIA's Triton container, serving TensorRT engines built for the GPU it runs on.
 #
 # nvcr.io/nvidia/tritonserver:25.01-py3 ships Triton 2.54.0 with TensorRT 10.8.0.43 (CUDA 12.8,
-# Ubuntu 24.04, Python 3.12). build/data/tensorrt_onnx_operators.json is the ONNX parser's
+# Ubuntu 24.04, Python 3.12). build/tensorrt/data/tensorrt_onnx_operators.json is the ONNX parser's
 # operator table of that TensorRT; tests check the two pins agree.
 #
 #   docker build -t sam-triton .

@@ -25,7 +25,7 @@ test: setup
 
 # perf_analyzer for `sam-triton perf` (found, or fetched into .tools/; see DEVELOPERS.md)
 perf-tools: setup
-	$(BIN)/python -m sam_triton.perf.install
+	$(BIN)/python -m sam_triton.perf.benchmark.install
 
 clean:
 	rm -rf $(VENV) .setuptools-build *.egg-info demo_out

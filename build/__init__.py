@@ -1,5 +1,8 @@
-"""sam_triton.build: checkpoint -> ONNX -> (TensorRT) -> Triton model repository, server launcher, CLI.
+"""sam_triton.build: checkpoint -> ONNX -> TensorRT engines -> Triton model repository -> tritonserver.
 
-torch, onnx and tensorrt are imported lazily, inside the functions that need them, so the CLI's
-client-side commands run on the bare client install.
+Subpackages in flow order: ``models`` (which SAM), ``export`` (ONNX, checked), ``tensorrt``
+(engines), ``repository`` (configs and python models), ``server`` (the launcher); ``demo`` runs
+them all end to end. torch, onnx and tensorrt are imported lazily, inside the functions that need
+them. This package imports ``sam_triton.client`` (the contract, SAM's numpy pre/postprocessing)
+and nothing of ``perf`` or ``cli``.
 """

@@ -16,14 +16,14 @@ from typing import Optional
 import numpy as np
 
 from sam_triton.client import SamClient
-from sam_triton.client.segment_command import segment_to_files
+from sam_triton.client.outputs import segment_to_files
 
-from .checkpoints import checkpoint_or_none
-from .pipeline import ModelChoice, prepare_onnx
-from .openvino_options import OpenVinoOptions
-from .repository import DEFAULT_RUNTIME, RepositoryOptions, assemble
-from .sample_images import sample_photo
-from .tritonserver import ServerConfig, TritonServer
+from .models.checkpoints import checkpoint_or_none
+from .export.pipeline import ModelChoice, prepare_onnx
+from .repository.openvino_options import OpenVinoOptions
+from .repository.assemble import DEFAULT_RUNTIME, RepositoryOptions, assemble
+from .models.sample_images import sample_photo
+from .server.tritonserver import ServerConfig, TritonServer
 
 log = logging.getLogger(__name__)
 

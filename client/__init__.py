@@ -6,7 +6,7 @@ pillow and tritonclient[grpc]; never on torch or tensorrt.
 """
 
 from .aio import AsyncSamClient
-from .automatic import MaskGeneratorOptions
+from .amg.generator import MaskGeneratorOptions
 from .client import SamClient
 from .contract import DEFAULT_LIMITS, Limits
 from .errors import (
@@ -23,7 +23,7 @@ from .errors import (
     SharedMemoryError,
     TransportUnavailableError,
 )
-from .ops import RetryPolicy
+from .transport.ops import RetryPolicy
 
 __all__ = [
     "SamClient",

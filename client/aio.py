@@ -16,10 +16,10 @@ import tritonclient.grpc.aio as aioclient
 
 from .client_api import SamClientAPI, as_public_method
 from .contract import Limits
-from .drivers import run_async
+from .transport.drivers import run_async
 from .errors import ClientNotOpenError
-from .ops import Flow
-from .triton_io import GRPC_CHANNEL_ARGS
+from .transport.ops import Flow
+from .transport.triton_io import GRPC_CHANNEL_ARGS
 
 
 def awaitable(builder: Callable[..., Flow]) -> Callable[..., Any]:

@@ -18,9 +18,9 @@ import tritonclient.grpc as grpcclient
 
 from .client_api import SamClientAPI, as_public_method
 from .contract import Limits
-from .drivers import run_blocking
-from .ops import Flow
-from .triton_io import GRPC_CHANNEL_ARGS
+from .transport.drivers import run_blocking
+from .transport.ops import Flow
+from .transport.triton_io import GRPC_CHANNEL_ARGS
 
 
 def blocking(builder: Callable[..., Flow]) -> Callable[..., Any]:
@@ -40,12 +40,12 @@ class SamClient(SamClientAPI):
     itself has none). ``connect_timeout_s``: how long the first call (or the first after the
     server was UNAVAILABLE) waits for the server to be ready, retrying with backoff per ``retry``.
     ``transport``: where the image embedding lives between set_image and predict, "auto" (shared
-    memory for a loopback url, else gRPC), "shm", "cuda" or "grpc" (see ``sam_triton.client.core``).
+    memory for a loopback url, else gRPC), "shm", "cuda" or "grpc" (see ``sam_triton.client.transport.core``).
     ``limits``: overrides the prompt limits, otherwise read from the decoder's config.
     ``max_regions``: the most shared-memory regions held at once (beyond, tensors go over gRPC).
     ``api_key``: the key of the server's restricted shared-memory API, sent with each region call;
     None reads ``$SAM_TRITON_API_KEY``, else the key file a local ``sam-triton serve`` wrote (see
-    ``sam_triton.client.server_key``).
+    ``sam_triton.client.transport.server_key``).
 
     The client connects on ``open()``, on ``with``, or on its first call; ``close()`` unregisters
     and frees its shared memory. Safe to share between threads.

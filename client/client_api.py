@@ -13,11 +13,12 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
-from . import automatic, predictor_flows
-from .automatic import MaskGeneratorOptions
+from .amg import generator as automatic
+from . import flows as predictor_flows
+from .amg.generator import MaskGeneratorOptions
 from .contract import Limits
-from .core import SamCore
-from .ops import Flow, RetryPolicy, Rpc, Sleep
+from .transport.core import SamCore
+from .transport.ops import Flow, RetryPolicy, Rpc, Sleep
 
 #: How often close() looks whether the calls in flight have ended.
 DRAIN_POLL_S = 0.005

@@ -1,1 +1,3 @@
-"""sam_triton.perf: perf_analyzer drivers, input data, in-process baselines and reports."""
+"""sam_triton.perf: measurements. ``benchmark`` (`sam-triton perf`: perf_analyzer sweeps and
+in-process baselines), ``soak`` (`sam-triton soak`) and ``studies`` (one-off measurements whose
+results live in docs/studies/). Imports ``build`` and ``client``, never ``cli``."""

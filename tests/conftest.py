@@ -12,8 +12,8 @@ from typing import Dict, Iterator
 import numpy as np
 import pytest
 
-from sam_triton.build.repository import RepositoryOptions, assemble
-from sam_triton.build.tritonserver import ServerConfig, TritonServer
+from sam_triton.build.repository.assemble import RepositoryOptions, assemble
+from sam_triton.build.server.tritonserver import ServerConfig, TritonServer
 from sam_triton.client.images import load_image
 
 IMAGES_DIR = Path(__file__).parent / "images"
@@ -33,7 +33,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_sam():
-    from sam_triton.build.presets import build_random
+    from sam_triton.build.models.presets import build_random
 
     return build_random("tiny")
 
@@ -41,7 +41,7 @@ def tiny_sam():
 @pytest.fixture(scope="session")
 def tiny_onnx(cache_dir, tiny_sam):
     """(onnx_dir, manifest) of the tiny preset, exported and checked against SamPredictor."""
-    from sam_triton.build.pipeline import ModelChoice, prepare_onnx
+    from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
 
     return prepare_onnx(ModelChoice(model_type="tiny"), cache_dir=cache_dir, check_image=IMAGES_DIR / "truck.jpg")
 

@@ -7,7 +7,7 @@ from typing import Set
 
 import tritonclient.grpc as grpcclient
 
-from sam_triton.client.server_key import find_key, grpc_headers
+from sam_triton.client.transport.server_key import find_key, grpc_headers
 
 
 def server_regions(url: str) -> Set[str]:

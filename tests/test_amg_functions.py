@@ -9,7 +9,8 @@ import torch
 from segment_anything.utils import amg as sam_amg
 from torchvision.ops.boxes import batched_nms
 
-from sam_triton.client import amg_geometry, amg_masks
+from sam_triton.client.amg import geometry as amg_geometry
+from sam_triton.client.amg import masks as amg_masks
 
 
 def blob_masks(rng: np.random.Generator, count: int, h: int, w: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from sam_triton.build.verify import rel_l2
+from sam_triton.build.export.verify import rel_l2
 from sam_triton.client import AsyncSamClient, ClientClosedError, ClientNotOpenError, NoImageSetError, SamClient
 
 TASKS = 32

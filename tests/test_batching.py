@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from sam_triton.build.verify import rel_l2
+from sam_triton.build.export.verify import rel_l2
 from sam_triton.client import SamClient
-from sam_triton.client.transforms import apply_coords
+from sam_triton.client.predictor.transforms import apply_coords
 
 from .test_fidelity import IOU_ABS, LOGITS_REL_L2
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from sam_triton.build.cli import main
-from sam_triton.build.tritonserver import free_port
+from sam_triton.cli.main import main
+from sam_triton.build.server.tritonserver import free_port
 
 from .conftest import IMAGES_DIR
 
@@ -74,7 +74,7 @@ def test_segment_rejects_a_bad_point(grpc_url, tmp_path, capsys):
 def test_serve_stops_cleanly_on_sigterm(python_repository, cache_dir, tmp_path):
     grpc_port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "sam_triton.build.cli", "serve", "--repository", str(python_repository),
+        [sys.executable, "-m", "sam_triton.cli.main", "serve", "--repository", str(python_repository),
          "--grpc-port", str(grpc_port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
          "--cache-dir", str(cache_dir), "--log-file", str(tmp_path / "server.log")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -107,6 +107,6 @@ def test_serve_exits_nonzero_naming_a_model_that_fails_to_load(python_repository
 
 
 def test_client_imports_no_torch_or_tensorrt():
-    code = "import sys, sam_triton.client, sam_triton.client.segment_command; print(sorted(m for m in ('torch', 'tensorrt', 'onnx') if m in sys.modules))"
+    code = "import sys, sam_triton.client, sam_triton.cli.segment; print(sorted(m for m in ('torch', 'tensorrt', 'onnx') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from sam_triton.build.tritonserver import TritonServer, free_port
+from sam_triton.build.server.tritonserver import TritonServer, free_port
 from sam_triton.client import (
     AsyncSamClient,
     InvalidInputError,
@@ -23,7 +23,7 @@ from sam_triton.client import (
     SamClient,
     ServerUnavailableError,
 )
-from sam_triton.perf.wire_proxy import CountingProxy
+from sam_triton.perf.studies.wire_proxy import CountingProxy
 
 from .conftest import start_server
 from .shm_status import server_regions, shm_segments

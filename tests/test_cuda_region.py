@@ -35,7 +35,7 @@ print(float(host.sum()), float(host[1]), float(host[-1]))
 
 
 def test_cuda_region_round_trip_and_ipc_handle():
-    from sam_triton.client.regions import CudaRegion
+    from sam_triton.client.transport.regions import CudaRegion
 
     embedding = np.random.default_rng(0).normal(size=(1, 256, 64, 64)).astype(np.float32)
     region = CudaRegion(embedding.nbytes, device_id=0, prefix="test")

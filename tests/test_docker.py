@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sam_triton.build import container_start
-from sam_triton.build.engine_metadata import RuntimeIdentity
-from sam_triton.build.onnx_coverage import load_operator_table
-from sam_triton.build.precision import PrecisionChoice
-from sam_triton.build.repository import RepositoryOptions
+from sam_triton.cli import container as container_start
+from sam_triton.build.tensorrt.engine_metadata import RuntimeIdentity
+from sam_triton.build.tensorrt.onnx_coverage import load_operator_table
+from sam_triton.build.tensorrt.precision import PrecisionChoice
+from sam_triton.build.repository.assemble import RepositoryOptions
 from sam_triton.client.contract import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_container_arguments_split_at_the_double_dash():
     assert ours == ["--checkpoint", "a.pth"] and triton == ["--log-verbose=1", "--http-port=9000"]
     args = container_start.build_parser().parse_args(["--checkpoint", "a.pth", "--precision", "mixed", "--fp32-groups", "layernorm"])
     argv = container_start._build_argv(args, Path("/cache/engines/k/model_repository"))
-    from sam_triton.build.cli import build_parser
+    from sam_triton.cli.main import build_parser
 
     build_parser().parse_args(argv)  # the recorded rebuild command is a valid `sam-triton build`
 
@@ -146,7 +146,7 @@ def test_readme_docker_lines_match_the_image():
 
 
 def test_readme_trtexec_lines_are_the_builders_profile():
-    from sam_triton.build.tensorrt_engine import EngineOptions, trtexec_command
+    from sam_triton.build.tensorrt.engine import EngineOptions, trtexec_command
     from sam_triton.client.contract import DEFAULT_LIMITS
 
     lines = [line for line in _readme_bash_lines() if line.startswith("trtexec ")]
@@ -166,10 +166,10 @@ def test_container_reuses_cached_engines_whose_key_and_metadata_match(tmp_path):
     """
     from dataclasses import asdict
 
-    from sam_triton.build.engine_metadata import EngineMetadata
-    from sam_triton.build.pipeline import ModelChoice, exporter_id
-    from sam_triton.build.repository import write_configs
-    from sam_triton.build.tensorrt_profiles import model_profiles, profiles_as_dict
+    from sam_triton.build.tensorrt.engine_metadata import EngineMetadata
+    from sam_triton.build.export.pipeline import ModelChoice, exporter_id
+    from sam_triton.build.repository.assemble import write_configs
+    from sam_triton.build.tensorrt.profiles import model_profiles, profiles_as_dict
 
     checkpoint = tmp_path / "sam.pth"
     checkpoint.write_bytes(b"weights")  # hashed, never loaded on the reuse path

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sam_triton.perf.engine_rounds import interleaved, main, summarize
+from sam_triton.perf.studies.engine_rounds import interleaved, main, summarize
 
 
 def test_summarize_takes_the_median_of_per_round_speedups():

@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from sam_triton.build.cli import main
+from sam_triton.cli.main import main
 
 from .conftest import IMAGES_DIR
 

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from sam_triton.build.export import DECODER_FILE, ENCODER_FILE, OPSET, export_onnx
-from sam_triton.build.presets import ModelSource, build_random, infer_model_type, load_checkpoint, save_random_checkpoint
-from sam_triton.build.verify import ExportCheckError, ort_session, verify_onnx
+from sam_triton.build.export.exporter import DECODER_FILE, ENCODER_FILE, OPSET, export_onnx
+from sam_triton.build.models.presets import ModelSource, build_random, infer_model_type, load_checkpoint, save_random_checkpoint
+from sam_triton.build.export.verify import ExportCheckError, ort_session, verify_onnx
 
 
 def test_manifest_records_opset_axes_and_ops(tiny_onnx):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam_triton.build.verify import rel_l2
+from sam_triton.build.export.verify import rel_l2
 from sam_triton.client import SamClient
-from sam_triton.perf.fidelity import prompts_for, second_pass_prompts  # the prompt set of the end-to-end issue, shared with the fidelity study
+from sam_triton.perf.studies.fidelity import prompts_for, second_pass_prompts  # the prompt set of the end-to-end issue, shared with the fidelity study
 
 from .conftest import IMAGE_NAMES
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from sam_triton.client import InvalidInputError, MaskGeneratorOptions, SamClient
-from sam_triton.client.amg_masks import rle_to_mask
+from sam_triton.client.amg.masks import rle_to_mask
 
 LOW_THRESHOLDS = dict(pred_iou_thresh=0.0, stability_score_offset=0.05, stability_score_thresh=0.3)
 RUNS = {

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sam_triton.build.onnx_coverage import UnsupportedGraphError, check_exported, check_graph, load_operator_table, require_coverage
-from sam_triton.build.tensorrt_repository import GRAPHS
+from sam_triton.build.tensorrt.onnx_coverage import UnsupportedGraphError, check_exported, check_graph, load_operator_table, require_coverage
+from sam_triton.build.repository.tensorrt_repository import GRAPHS
 
 DOCKERFILE = Path(__file__).resolve().parents[1] / "Dockerfile"
 

@@ -11,9 +11,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from sam_triton.build.cli import main
-from sam_triton.build.openvino_options import OpenVinoOptions, bf16_problem, cpu_capabilities, require_native_bf16
-from sam_triton.build.repository import RepositoryOptions, config_files
+from sam_triton.cli.main import main
+from sam_triton.build.repository.openvino_options import OpenVinoOptions, bf16_problem, cpu_capabilities, require_native_bf16
+from sam_triton.build.repository.assemble import RepositoryOptions, config_files
 
 
 def _configs(**options):
@@ -105,7 +105,7 @@ def test_this_machines_bf16_check_agrees_with_openvino(tmp_path, capsys):
 
 
 def test_serve_refuses_tritons_openvino_backend_on_the_embedded_server(tmp_path, capsys):
-    from sam_triton.build.repository import write_configs
+    from sam_triton.build.repository.assemble import write_configs
 
     write_configs(tmp_path / "repo", RepositoryOptions(runtime="openvino-backend"))
     assert main(["serve", "--repository", str(tmp_path / "repo"), "--cache-dir", str(tmp_path / "cache")]) == 1

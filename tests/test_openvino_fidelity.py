@@ -6,7 +6,7 @@ module's ``client`` fixture replaces theirs.
 
 BF16: the default BF16 build (encoder on OpenVINO BF16, decoder on ONNX Runtime FP32), here in
 throughput mode with two streams; its figures per prompt kind must be the ones published in
-perf/studies/openvino_fidelity.json (and the README) within a factor of two. Where the CPU has no
+docs/studies/openvino_fidelity.json (and the README) within a factor of two. Where the CPU has no
 native BF16, the model runs FP32 instead, says so in the server log, and keeps the FP32 bar.
 """
 
@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from sam_triton.build.openvino_options import OpenVinoOptions, cpu_capabilities
-from sam_triton.build.repository import RepositoryOptions, assemble
-from sam_triton.build.verify import rel_l2
+from sam_triton.build.repository.openvino_options import OpenVinoOptions, cpu_capabilities
+from sam_triton.build.repository.assemble import RepositoryOptions, assemble
+from sam_triton.build.export.verify import rel_l2
 from sam_triton.client import SamClient
-from sam_triton.client.transforms import prepare_image
-from sam_triton.perf.fidelity import PROMPT_KINDS, markdown_table, measure
+from sam_triton.client.predictor.transforms import prepare_image
+from sam_triton.perf.studies.fidelity import PROMPT_KINDS, markdown_table, measure
 
 from .conftest import serving
 from .test_fidelity import IOU_ABS, LOGITS_REL_L2, MASK_AGREEMENT
@@ -34,7 +34,7 @@ from .test_fidelity import test_predict_matches_sampredictor, test_second_pass_w
 from .test_fidelity import test_segment_through_ensemble_matches_sampredictor  # noqa: F401  (re-run here)
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "perf" / "studies" / "openvino_fidelity.json"
+STUDY = ROOT / "docs" / "studies" / "openvino_fidelity.json"
 #: Measured BF16 figures may differ from the published ones by this factor either way (other CPUs
 #: round differently: AMX vs AVX-512 BF16 kernels). Much smaller errors would mean BF16 is not running.
 FACTOR = 2.0
@@ -109,7 +109,7 @@ def test_bf16_figures_are_the_published_ones(openvino_bf16_server, images, predi
 def test_published_figures_are_the_readme_table():
     study = json.loads(STUDY.read_text())
     readme = (ROOT / "README.md").read_text()
-    assert markdown_table(study) in readme, "README.md's OpenVINO fidelity table differs from perf/studies/openvino_fidelity.json"
+    assert markdown_table(study) in readme, "README.md's OpenVINO fidelity table differs from docs/studies/openvino_fidelity.json"
 
 
 def test_streams_split_a_batch_and_answer_each_item_as_alone(openvino_bf16_server, images):

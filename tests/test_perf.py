@@ -15,15 +15,15 @@ import socket
 import numpy as np
 import pytest
 
-from sam_triton.build.cli import main
-from sam_triton.build.openvino_options import cpu_capabilities
-from sam_triton.build.verify import rel_l2
+from sam_triton.cli.main import main
+from sam_triton.build.repository.openvino_options import cpu_capabilities
+from sam_triton.build.export.verify import rel_l2
 from sam_triton.client import contract
-from sam_triton.perf.analyzer import Measurement, parse_csv, run_sweep
-from sam_triton.perf.baselines import OrtRunner, TorchRunner, ort_embeddings
-from sam_triton.perf.input_data import SINGLE_CLICKS, decode_entry, file_name, write_input_data
-from sam_triton.perf.install import PerfAnalyzer, ensure_perf_analyzer, fetch, link_libraries
-from sam_triton.perf.workload import build_workload
+from sam_triton.perf.benchmark.analyzer import Measurement, parse_csv, run_sweep
+from sam_triton.perf.benchmark.baselines import OrtRunner, TorchRunner, ort_embeddings
+from sam_triton.perf.benchmark.input_data import SINGLE_CLICKS, decode_entry, file_name, write_input_data
+from sam_triton.perf.benchmark.install import PerfAnalyzer, ensure_perf_analyzer, fetch, link_libraries
+from sam_triton.perf.benchmark.workload import build_workload
 
 from .conftest import IMAGE_NAMES, IMAGES_DIR
 
@@ -191,8 +191,8 @@ def test_perf_against_a_running_server_with_url(grpc_url, python_repository, cac
 
 
 def test_quick_mode_measures_once_unless_a_stability_flag_is_given():
-    from sam_triton.build.cli import build_parser
-    from sam_triton.perf.command import options_from_args
+    from sam_triton.cli.main import build_parser
+    from sam_triton.cli.perf import options_from_args
 
     def options(*flags):
         return options_from_args(build_parser().parse_args(["perf", "--preset", "tiny", "--repository", "r", *flags]))
@@ -209,7 +209,7 @@ def test_quick_mode_measures_once_unless_a_stability_flag_is_given():
 
 
 def test_a_level_that_does_not_stabilize_is_measured_once_and_marked(server, workload, tiny_onnx, tmp_path):
-    from sam_triton.perf.report import model_table
+    from sam_triton.perf.benchmark.report import model_table
 
     written = write_input_data(workload, ort_embeddings(OrtRunner(tiny_onnx[0]), workload.photos), tmp_path / "data")
     never_stable = Measurement(rounds=2, stability_percentage=0, max_trials=3)  # 3 windows would have to agree exactly

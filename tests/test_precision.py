@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sam_triton.build.onnx_graph import GraphIndex
-from sam_triton.build.precision import DEFAULT_FP32_GROUPS, FP32_GROUPS, PrecisionChoice, parse_groups, select_fp32_nodes
+from sam_triton.build.export.onnx_graph import GraphIndex
+from sam_triton.build.tensorrt.precision import DEFAULT_FP32_GROUPS, FP32_GROUPS, PrecisionChoice, parse_groups, select_fp32_nodes
 
 log = logging.getLogger(__name__)
 

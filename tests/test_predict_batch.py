@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from sam_triton.build.verify import rel_l2
+from sam_triton.build.export.verify import rel_l2
 from sam_triton.client import InvalidInputError, Limits, SamClient
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sam_triton.build.cli import build_parser
+from sam_triton.cli.main import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from sam_triton.build.repository import RUNTIMES, RepositoryOptions, config_files
+from sam_triton.build.repository.assemble import RUNTIMES, RepositoryOptions, config_files
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits
 

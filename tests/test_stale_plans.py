@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from sam_triton.build.cli import main
-from sam_triton.build.engine_metadata import EngineMetadata, RuntimeIdentity, StalePlanError, ensure_plans_fresh
-from sam_triton.build.repository import RepositoryOptions, write_configs
-from sam_triton.build.tensorrt_profiles import model_profiles, profiles_as_dict
-from sam_triton.build.tritonserver import free_port
+from sam_triton.cli.main import main
+from sam_triton.build.repository.stale_plans import StalePlanError, ensure_plans_fresh
+from sam_triton.build.tensorrt.engine_metadata import EngineMetadata, RuntimeIdentity
+from sam_triton.build.repository.assemble import RepositoryOptions, write_configs
+from sam_triton.build.tensorrt.profiles import model_profiles, profiles_as_dict
+from sam_triton.build.server.tritonserver import free_port
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits
 
@@ -124,8 +125,8 @@ def test_the_stale_check_reads_configs_as_triton_does(runtime):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from sam_triton.build.engine_metadata import config_limits
-    from sam_triton.build.repository import config_files
+    from sam_triton.build.repository.stale_plans import config_limits
+    from sam_triton.build.repository.assemble import config_files
 
     for limits in (BUILT, Limits(max_batch_size=3, max_prompts=5, max_points=7)):
         files = config_files(RepositoryOptions(runtime=runtime, limits=limits))

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam_triton.build.cli import main
-from sam_triton.build.engine_metadata import ensure_plans_fresh
+from sam_triton.cli.main import main
+from sam_triton.build.repository.stale_plans import ensure_plans_fresh
 
 from .conftest import IMAGES_DIR, start_server
 
@@ -22,7 +22,7 @@ from .conftest import IMAGES_DIR, start_server
 def _missing() -> str:
     if importlib.util.find_spec("tensorrt") is None:
         return "TensorRT is not installed (it runs in the Docker image or with pip install tensorrt on a GPU machine)"
-    from sam_triton.build.cuda_device import CudaError, device_identity
+    from sam_triton.build.tensorrt.cuda_device import CudaError, device_identity
 
     try:
         device_identity(0)
@@ -47,7 +47,7 @@ def tensorrt_repository(tmp_path_factory, tiny_onnx, cache_dir):
 
 
 def test_build_writes_plans_metadata_and_configs(tensorrt_repository, cache_dir):
-    from sam_triton.build.tensorrt_engine import runtime_identity
+    from sam_triton.build.tensorrt.engine import runtime_identity
 
     identity = runtime_identity()
     for model in ("sam_encoder", "sam_decoder"):

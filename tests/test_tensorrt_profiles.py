@@ -10,9 +10,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from sam_triton.build.repository import RUNTIMES, RepositoryOptions, config_files
-from sam_triton.build.tensorrt_engine import EngineOptions, trtexec_command
-from sam_triton.build.tensorrt_profiles import model_profiles
+from sam_triton.build.repository.assemble import RUNTIMES, RepositoryOptions, config_files
+from sam_triton.build.tensorrt.engine import EngineOptions, trtexec_command
+from sam_triton.build.tensorrt.profiles import model_profiles
 from sam_triton.client import contract
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from sam_triton.client.transforms import apply_boxes, apply_coords, postprocess_masks, prepare_image, resize_image
+from sam_triton.client.predictor.transforms import apply_boxes, apply_coords, postprocess_masks, prepare_image, resize_image
 
 SIZES = [(1200, 1800), (534, 800), (300, 451), (1024, 1024), (2000, 37), (1, 1), (17, 1025)]
 

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from sam_triton.build.verify import rel_l2
+from sam_triton.build.export.verify import rel_l2
 from sam_triton.client import (
     InvalidRequestError,
     RequestTimeoutError,
@@ -18,9 +18,9 @@ from sam_triton.client import (
     SharedMemoryError,
     TransportUnavailableError,
 )
-from sam_triton.client.regions import REGION_KINDS, SystemRegion
-from sam_triton.client.server_key import find_key
-from sam_triton.perf.wire_proxy import CountingProxy
+from sam_triton.client.transport.regions import REGION_KINDS, SystemRegion
+from sam_triton.client.transport.server_key import find_key
+from sam_triton.perf.studies.wire_proxy import CountingProxy
 
 from .shm_status import server_regions, shm_segments
 from .test_server_errors import _decoder_arrays

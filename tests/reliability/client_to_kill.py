@@ -7,7 +7,7 @@ import time
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from sam_triton.client.triton_io import infer_rpc
+from sam_triton.client.transport.triton_io import infer_rpc
 
 OUTPUTS = ("iou_predictions", "low_res_masks")
 

@@ -10,7 +10,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from sam_triton.client import SamClient
-from sam_triton.perf.process_tree import command_name, descendants
+from sam_triton.perf.soak.process_tree import command_name, descendants
 
 #: The probe: a click on the dog photo (800x534), answered through the decoder.
 PROBE_CLICK = dict(point_coords=np.array([[400, 260]]), point_labels=np.array([1]))

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from sam_triton.build.tritonserver import free_port
-from sam_triton.perf.process_tree import descendants
+from sam_triton.build.server.tritonserver import free_port
+from sam_triton.perf.soak.process_tree import descendants
 
 SERVE_READY_S = 300
 
@@ -24,7 +24,7 @@ class Serve:
         self.http = f"http://127.0.0.1:{self.ports['http']}"
         self.out_path = log_dir / f"serve-{self.ports['grpc']}.out"
         self.log_path = log_dir / f"tritonserver-{self.ports['grpc']}.log"
-        self.command = [sys.executable, "-m", "sam_triton.build.cli", "serve", "--repository", str(repository),
+        self.command = [sys.executable, "-m", "sam_triton.cli.main", "serve", "--repository", str(repository),
                         "--grpc-port", str(self.ports["grpc"]), "--http-port", str(self.ports["http"]),
                         "--metrics-port", str(self.ports["metrics"]), "--cache-dir", str(cache_dir),
                         "--log-file", str(self.log_path), *flags]

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from sam_triton.client import AsyncSamClient, InvalidInputError, NoImageSetError, SamClient
-from sam_triton.perf.wire_proxy import CountingProxy
+from sam_triton.perf.studies.wire_proxy import CountingProxy
 
 from .conftest import PROBE_CLICK
 

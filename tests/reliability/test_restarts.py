@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from sam_triton.build.tritonserver import TritonServer
+from sam_triton.build.server.tritonserver import TritonServer
 from sam_triton.client import AsyncSamClient, SamClient, ServerUnavailableError
-from sam_triton.client.server_key import find_key
+from sam_triton.client.transport.server_key import find_key
 
 from ..conftest import start_server
 from ..shm_status import server_regions, shm_segments

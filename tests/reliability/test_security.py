@@ -18,11 +18,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from sam_triton.build import container_start
-from sam_triton.build.cli import build_parser
+from sam_triton.cli import container as container_start
+from sam_triton.cli.main import build_parser
 from sam_triton.client import SamClient, SharedMemoryError
-from sam_triton.client.server_key import ENV_VAR, GRPC_HEADER, HEADER, find_key, key_file
-from sam_triton.perf.wire_proxy import CountingProxy
+from sam_triton.client.transport.server_key import ENV_VAR, GRPC_HEADER, HEADER, find_key, key_file
+from sam_triton.perf.studies.wire_proxy import CountingProxy
 
 from .conftest import PROBE_CLICK, assert_same_probe
 from .serve_process import Serve

@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from sam_triton.build.cli import main
-from sam_triton.build.tritonserver import free_port
+from sam_triton.cli.main import main
+from sam_triton.build.server.tritonserver import free_port
 from sam_triton.client import SamClient, ServerUnavailableError
-from sam_triton.client.server_key import key_file
+from sam_triton.client.transport.server_key import key_file
 
 from .conftest import PROBE_CLICK, raw_inputs
 from .serve_process import Serve

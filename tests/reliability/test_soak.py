@@ -10,8 +10,8 @@ import json
 
 import numpy as np
 
-from sam_triton.build.cli import main
-from sam_triton.perf.analyzer import parse_csv
+from sam_triton.cli.main import main
+from sam_triton.perf.benchmark.analyzer import parse_csv
 
 from ..conftest import IMAGE_NAMES, IMAGES_DIR
 

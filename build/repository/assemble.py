@@ -1,0 +1,238 @@
+"""Assemble a Triton model repository: sam_encoder, sam_decoder and the sam ensemble, per runtime.
+
+One layout, several runtimes: the runtime decides only the backend lines, the instance kind, the
+artifact file and its parameters. Names, tensors and dims are the contract's in every one. The
+decoder may run on another engine than the encoder (``decoder_engine``): the runtime of the same
+kind (python backend, or Triton's own backends) that runs that engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from sam_triton.client import contract
+from sam_triton.client.contract import DEFAULT_LIMITS, Limits
+
+from ..export.exporter import DECODER_FILE, ENCODER_FILE
+from .model_config import cuda_graphs_block, ensemble_config, limit_parameters, model_config, warmup_block
+from .openvino_options import DEFAULT_DECODER_ENGINE, OpenVinoOptions
+from .openvino_options import PRECISIONS as OPENVINO_PRECISIONS
+from ..tensorrt.precision import PRECISIONS as TENSORRT_PRECISIONS
+from ..tensorrt.profiles import MODEL_INPUTS, model_profiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeSpec:
+    """What differs between runtimes of one repository."""
+
+    runtime_lines: Tuple[str, ...]
+    instance_kind: str
+    artifact: str  # the file in each version directory
+    thread_parameter: Optional[str]  # config parameter that sets intra-op threads, if any
+    engine: str  # what runs the graphs: onnxruntime, openvino or tensorrt
+    python_model: bool = False  # writes model.py beside the artifact
+    warmup: bool = False  # model_warmup at the optimization profile's opt shape
+    triton_batching: bool = True  # False: max_batch_size 0 and the batch dim in dims (see model_config)
+    precisions: Tuple[str, ...] = ("fp32",)  # what --precision may ask for; the first is the default
+    decoder_engine: Optional[str] = None  # the decoder's default engine when not the runtime's own
+
+
+RUNTIMES: Dict[str, RuntimeSpec] = {
+    # Python-backend models running ONNX Runtime on the same ONNX files.
+    "python": RuntimeSpec(
+        runtime_lines=('backend: "python"',), instance_kind="KIND_CPU", artifact="model.onnx",
+        thread_parameter="intra_op_num_threads", engine="onnxruntime", python_model=True,
+    ),
+    # Triton's onnxruntime backend (NGC container).
+    "onnxruntime": RuntimeSpec(
+        runtime_lines=('platform: "onnxruntime_onnx"',), instance_kind="KIND_CPU", artifact="model.onnx",
+        thread_parameter="intra_op_thread_count", engine="onnxruntime",
+    ),
+    # The product: FP16 TensorRT plans on a GPU (engines are built by sam_triton.build.tensorrt.engine).
+    "tensorrt": RuntimeSpec(
+        runtime_lines=('platform: "tensorrt_plan"',), instance_kind="KIND_GPU", artifact="model.plan",
+        thread_parameter=None, engine="tensorrt", warmup=True,
+        precisions=("fp16",) + tuple(p for p in TENSORRT_PRECISIONS if p != "fp16"),
+    ),
+    # The embedded default: python-backend models running OpenVINO (FP32, or BF16 on AMX / AVX-512 BF16 CPUs).
+    "openvino": RuntimeSpec(
+        runtime_lines=('backend: "python"',), instance_kind="KIND_CPU", artifact="model.onnx",
+        thread_parameter=None, engine="openvino", python_model=True, precisions=OPENVINO_PRECISIONS,
+        decoder_engine=DEFAULT_DECODER_ENGINE,
+    ),
+    # Triton's own openvino backend (NGC container, CPU). It fixes a batching model's batch at
+    # max_batch_size (padding or refusing smaller ones), so these models batch in their dims instead.
+    "openvino-backend": RuntimeSpec(
+        runtime_lines=('backend: "openvino"', 'default_model_filename: "model.onnx"'), instance_kind="KIND_CPU",
+        artifact="model.onnx", thread_parameter=None, engine="openvino", triton_batching=False,
+        precisions=OPENVINO_PRECISIONS, decoder_engine=DEFAULT_DECODER_ENGINE,
+    ),
+}
+#: The runtime `sam-triton build` and `sam-triton demo` write unless told otherwise: the fastest CPU
+#: runtime that keeps the end-to-end fidelity bar. OpenVINO FP32 encoded ViT-B 1.10x faster than ONNX
+#: Runtime FP32 (median of 8 interleaved rounds, range 1.07-1.14x, on this project's 2-core AMD EPYC
+#: without AMX; docs/studies/engine_rounds_vit_b.json; the issue's Xeon with AMX: 1.5x) with an
+#: embedding within 3e-6 of SamPredictor's; its decoder stays on ONNX Runtime (DEFAULT_DECODER_ENGINE).
+DEFAULT_RUNTIME = "openvino"
+#: What --decoder-engine may ask for: the engines that run an ONNX file on the CPU.
+DECODER_ENGINES = ("onnxruntime", "openvino")
+
+TEMPLATES = Path(__file__).parent / "templates"
+PYTHON_MODEL_TEMPLATE = "python_model.py"
+# Ensembles need an (empty) version directory; git keeps empty directories only with a file in them.
+ENSEMBLE_KEEP_FILE = ".gitkeep"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepositoryOptions:
+    """Everything that shapes a generated repository; defaults give the checked-in CPU layout."""
+
+    runtime: str = DEFAULT_RUNTIME
+    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
+    encoder_instances: int = 1
+    decoder_instances: int = 1
+    instance_kind: Optional[str] = None  # KIND_CPU / KIND_GPU; None takes the runtime's default
+    intra_op_threads: int = 0  # inference threads per instance, either engine; 0: the runtime's default (all cores)
+    encoder_queue_delay_us: int = 2000
+    decoder_queue_delay_us: int = 500
+    decoder_cuda_graphs: bool = False  # TensorRT only: capture CUDA graphs of the decoder's common shape
+    decoder_engine: Optional[str] = None  # None: the runtime's choice (RuntimeSpec.decoder_engine, else its own)
+    openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)  # for the models that run OpenVINO
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime {self.runtime!r}: expected one of {sorted(RUNTIMES)}")
+        if self.instance_kind not in (None, "KIND_CPU", "KIND_GPU"):
+            raise ValueError(f"instance kind {self.instance_kind!r}: expected KIND_CPU or KIND_GPU")
+        for name in ("encoder_instances", "decoder_instances"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.decoder_cuda_graphs and self.runtime != "tensorrt":
+            raise ValueError(f"decoder CUDA graphs need --runtime tensorrt (got {self.runtime})")
+        if self.decoder_engine is not None:
+            if self.decoder_engine not in DECODER_ENGINES:
+                raise ValueError(f"decoder engine {self.decoder_engine!r}: expected one of {list(DECODER_ENGINES)}")
+            if self.spec.engine == "tensorrt":
+                raise ValueError("--decoder-engine: --runtime tensorrt builds TensorRT engines of both models")
+        if self.instance_kind == "KIND_GPU" and self.runs_openvino():
+            raise ValueError("OpenVINO runs on the CPU here: --instance-kind KIND_GPU does not apply to its models")
+
+    @property
+    def spec(self) -> RuntimeSpec:
+        return RUNTIMES[self.runtime]
+
+    @property
+    def decoder_runtime(self) -> str:
+        """The runtime of sam_decoder: the one of the same kind as ``runtime`` that runs the decoder's engine."""
+        engine = self.decoder_engine or self.spec.decoder_engine or self.spec.engine
+        if engine == self.spec.engine:
+            return self.runtime
+        return next(name for name, spec in RUNTIMES.items()
+                    if spec.engine == engine and spec.python_model == self.spec.python_model)
+
+    @property
+    def decoder_spec(self) -> RuntimeSpec:
+        return RUNTIMES[self.decoder_runtime]
+
+    def runs_openvino(self) -> bool:
+        return "openvino" in (self.spec.engine, self.decoder_spec.engine)
+
+
+def _runtime_parameters(options: RepositoryOptions, spec: RuntimeSpec) -> Dict[str, str]:
+    threads = options.intra_op_threads
+    if spec.engine == "openvino":
+        if spec.python_model:
+            return options.openvino.python_parameters(threads)
+        return options.openvino.backend_parameters(threads)
+    params = {"engine": spec.engine} if spec.python_model else {}
+    if spec.thread_parameter:
+        params[spec.thread_parameter] = str(threads)
+    return params
+
+
+def _extra_blocks(options: RepositoryOptions, model: str) -> Tuple[str, ...]:
+    """Warmup (and the decoder's CUDA graphs) at the shapes the TensorRT profile is optimized for."""
+    if not options.spec.warmup:
+        return ()
+    specs = MODEL_INPUTS[model]
+    opt = {p.name: p.opt for p in model_profiles(model, options.limits)}
+    blocks = [warmup_block(specs, opt)]
+    if model == contract.DECODER_MODEL and options.decoder_cuda_graphs:
+        blocks.append(cuda_graphs_block(specs, opt, options.limits.max_batch_size))
+    return tuple(blocks)
+
+
+def config_files(options: RepositoryOptions) -> Dict[str, str]:
+    """Relative path -> text of every generated file but the model artifacts."""
+    encoder, decoder = options.spec, options.decoder_spec
+    batching = encoder.triton_batching
+    files = {
+        f"{contract.ENCODER_MODEL}/config.pbtxt": model_config(
+            name=contract.ENCODER_MODEL, runtime_lines=encoder.runtime_lines, limits=options.limits,
+            inputs=contract.ENCODER_INPUTS, outputs=contract.ENCODER_OUTPUTS,
+            instance_count=options.encoder_instances, instance_kind=options.instance_kind or encoder.instance_kind,
+            queue_delay_us=options.encoder_queue_delay_us, parameters=_runtime_parameters(options, encoder),
+            extra_blocks=_extra_blocks(options, contract.ENCODER_MODEL), triton_batching=batching,
+        ),
+        f"{contract.DECODER_MODEL}/config.pbtxt": model_config(
+            name=contract.DECODER_MODEL, runtime_lines=decoder.runtime_lines, limits=options.limits,
+            inputs=contract.DECODER_INPUTS, outputs=contract.DECODER_OUTPUTS,
+            instance_count=options.decoder_instances, instance_kind=options.instance_kind or decoder.instance_kind,
+            queue_delay_us=options.decoder_queue_delay_us,
+            parameters={**_runtime_parameters(options, decoder), **limit_parameters(options.limits)},
+            extra_blocks=_extra_blocks(options, contract.DECODER_MODEL), triton_batching=batching,
+        ),
+        f"{contract.ENSEMBLE_MODEL}/config.pbtxt": ensemble_config(options.limits, triton_batching=batching),
+        f"{contract.ENSEMBLE_MODEL}/1/{ENSEMBLE_KEEP_FILE}": "",
+    }
+    source = (TEMPLATES / PYTHON_MODEL_TEMPLATE).read_text()
+    for model, spec in ((contract.ENCODER_MODEL, encoder), (contract.DECODER_MODEL, decoder)):
+        if spec.python_model:
+            files[f"{model}/1/model.py"] = source
+    return files
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def place_onnx(repository: Path, onnx_dir: Path) -> None:
+    """Put the exported graphs (and any external data) in each model's version directory."""
+    for model, name in ((contract.ENCODER_MODEL, ENCODER_FILE), (contract.DECODER_MODEL, DECODER_FILE)):
+        version_dir = repository / model / "1"
+        version_dir.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(onnx_dir / name, version_dir / "model.onnx")
+        data = onnx_dir / f"{name}.data"
+        if data.exists():
+            # The graph refers to its data by the exported file name; keep that name.
+            _link_or_copy(data, version_dir / data.name)
+
+
+def write_configs(repository: Path, options: RepositoryOptions) -> None:
+    for relative, text in config_files(options).items():
+        path = repository / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def assemble(repository: Path, options: RepositoryOptions, *, onnx_dir: Optional[Path] = None) -> Path:
+    """Write configs, and the ONNX graphs for ONNX-based runtimes; returns the repository path."""
+    repository = Path(repository)
+    write_configs(repository, options)
+    if options.spec.artifact == "model.onnx":
+        if onnx_dir is None:
+            raise ValueError(f"runtime {options.runtime} needs the exported ONNX graphs (onnx_dir)")
+        place_onnx(repository, Path(onnx_dir))
+    log.info("wrote the %s model repository at %s", options.runtime, repository)
+    return repository

@@ -1,0 +1,164 @@
+"""The Docker image's entrypoint: TensorRT engines for the GPU it runs on, cached, then exec tritonserver.
+
+Engines are specific to the GPU model and the TensorRT version, so the image ships none. On start
+it computes a key from (GPU, compute capability, TensorRT version, checkpoint hash, precision and
+FP32 groups, limits and repository options) and looks for ``<cache>/engines/<key>/model_repository``
+in the mounted cache. A repository there whose plans pass the stale-plan check is reused; any other
+is (re)built. With ``--repository`` a prebuilt repository is served as it is, or refused if stale.
+Then this process becomes tritonserver (``os.execvp``), so signals reach Triton directly.
+
+    docker run --gpus all -v $PWD/checkpoints:/checkpoints:ro -v sam-trt-cache:/cache -p 8001:8001 \\
+        sam-triton --checkpoint /checkpoints/sam_vit_h_4b8939.pth [-- extra tritonserver flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from sam_triton.client.contract import DEFAULT_LIMITS, Limits
+
+from sam_triton.build.repository.stale_plans import StalePlanError, ensure_plans_fresh
+from sam_triton.build.tensorrt.engine_metadata import RuntimeIdentity
+from sam_triton.build.tensorrt.precision import DEFAULT_FP32_GROUPS, DEFAULT_PRECISION, PRECISIONS, PrecisionChoice, parse_groups
+from sam_triton.build.repository.assemble import RepositoryOptions
+from sam_triton.build.server.restricted_apis import RESTRICTABLE_APIS, restricted, restriction_args, server_key
+
+log = logging.getLogger("sam_triton.container")
+
+DEFAULT_CACHE = "/cache"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sam-triton-container",
+        description="Build (or reuse) TensorRT engines for this GPU in the cache, then exec tritonserver. Arguments after '--' go to tritonserver.",
+    )
+    parser.add_argument("--checkpoint", type=Path, default=os.environ.get("SAM_CHECKPOINT"), help="The SAM checkpoint to serve (default: $SAM_CHECKPOINT).")
+    parser.add_argument("--repository", type=Path, help="Serve this prebuilt tensorrt repository instead of building one; it is refused if its plans are stale.")
+    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("SAM_TRITON_CACHE", DEFAULT_CACHE)), help="The mounted cache for exports, engines and the timing cache (default: $SAM_TRITON_CACHE or /cache).")
+    parser.add_argument("--precision", choices=PRECISIONS, default=os.environ.get("SAM_PRECISION", DEFAULT_PRECISION), help="Engine precision (default: $SAM_PRECISION or fp16).")
+    parser.add_argument("--fp32-groups", help="With --precision mixed: the layer groups kept in FP32, comma-separated, or 'none'.")
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_LIMITS.max_batch_size, help="Triton's max_batch_size for every model.")
+    parser.add_argument("--max-prompts", type=int, default=DEFAULT_LIMITS.max_prompts, help="The most prompts (P) per decoder request item.")
+    parser.add_argument("--max-points", type=int, default=DEFAULT_LIMITS.max_points, help="The most points (N) per prompt.")
+    parser.add_argument("--encoder-instances", type=int, default=1, help="Instances of sam_encoder on the GPU.")
+    parser.add_argument("--decoder-cuda-graphs", action="store_true", help="Let Triton capture CUDA graphs of sam_decoder.")
+    parser.add_argument("--tritonserver", default="tritonserver", help="The tritonserver binary to exec (default: the one on PATH).")
+    parser.add_argument("--unrestricted-api", action="append", default=[], choices=list(RESTRICTABLE_APIS),
+                        help="Open this Triton API to every client (repeatable). By default the shared-memory and model-repository"
+                             " APIs answer only requests carrying the key in $SAM_TRITON_API_KEY (a random key nobody knows when unset).")
+    return parser
+
+
+def split_argv(argv: Sequence[str]) -> tuple:
+    """(our arguments, tritonserver's arguments after '--')."""
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
+
+
+def engine_cache_key(identity: RuntimeIdentity, weights: str, precision: PrecisionChoice, options: RepositoryOptions, exporter: str) -> str:
+    """A short hash of everything an engine repository depends on; equal keys mean reusable engines."""
+    groups = {model: list(precision.groups_for(model)) for model in DEFAULT_FP32_GROUPS}
+    text = json.dumps(
+        {"runtime": asdict(identity), "weights": weights, "precision": precision.precision, "fp32_groups": groups,
+         "repository": asdict(options), "exporter": exporter},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _build_argv(args: argparse.Namespace, repository: Path) -> List[str]:
+    """The `sam-triton build` arguments that make the same repository (recorded for stale-plan messages)."""
+    argv = ["build", "--runtime", "tensorrt", "--checkpoint", str(args.checkpoint), "--repository", str(repository),
+            "--precision", args.precision, "--max-batch-size", str(args.max_batch_size),
+            "--max-prompts", str(args.max_prompts), "--max-points", str(args.max_points),
+            "--encoder-instances", str(args.encoder_instances)]
+    if args.fp32_groups:
+        argv += ["--fp32-groups", args.fp32_groups]
+    if args.decoder_cuda_graphs:
+        argv.append("--decoder-cuda-graphs")
+    return argv
+
+
+def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeIdentity] = None) -> Path:
+    """The repository to serve: a fresh cached one, or one built now. Raises with a clear reason otherwise.
+
+    ``identity`` is this machine's TensorRT version and GPU (default: asked of TensorRT and CUDA).
+    """
+    from sam_triton.build.export.pipeline import ModelChoice, exporter_id, prepare_onnx
+    from sam_triton.build.tensorrt.engine import EngineOptions, runtime_identity
+    from sam_triton.build.repository.tensorrt_repository import build_tensorrt_repository, rebuild_command
+
+    identity = identity or runtime_identity()
+    if args.repository is not None:
+        ensure_plans_fresh(args.repository, runtime=identity)
+        return args.repository
+    if args.checkpoint is None:
+        raise ValueError("--checkpoint: no checkpoint given; mount one and pass --checkpoint /checkpoints/FILE.pth (or set SAM_CHECKPOINT)")
+    choice = ModelChoice(checkpoint=args.checkpoint)
+    weights = choice.weights_id()
+    precision = PrecisionChoice(precision=args.precision, fp32_groups=parse_groups(args.fp32_groups) if args.fp32_groups else None)
+    options = RepositoryOptions(
+        runtime="tensorrt",
+        limits=Limits(max_batch_size=args.max_batch_size, max_prompts=args.max_prompts, max_points=args.max_points),
+        encoder_instances=args.encoder_instances, decoder_cuda_graphs=args.decoder_cuda_graphs,
+    )
+    key = engine_cache_key(identity, weights, precision, options, exporter_id())
+    repository = Path(args.cache_dir) / "engines" / key / "model_repository"
+    try:
+        ensure_plans_fresh(repository, expected_weights=weights, runtime=identity)
+        if (repository / "sam_encoder" / "1" / "model.plan").is_file():
+            log.info("reusing the engines in %s (key %s)", repository, key)
+            return repository
+    except StalePlanError as exc:
+        log.info("building engines for %s: %s", identity.gpu_name, str(exc).splitlines()[0])
+    onnx_dir, manifest = prepare_onnx(choice, cache_dir=Path(args.cache_dir))
+    build_tensorrt_repository(
+        repository=repository, onnx_dir=onnx_dir, manifest=manifest, repo_options=options,
+        engine_options=EngineOptions(precision=precision, timing_cache=Path(args.cache_dir) / "tensorrt" / f"timing-{key}.cache"),
+        command=rebuild_command(_build_argv(args, repository)),
+    )
+    return repository
+
+
+def tritonserver_command(args: argparse.Namespace, repository: Path, triton_args: Sequence[str], *, key: str) -> List[str]:
+    """tritonserver's command line: no model control, the APIs of ``restricted_apis`` behind ``key``,
+    then the user's own flags (after '--'). It binds every address: publishing ports is the container's choice."""
+    return [args.tritonserver, f"--model-repository={repository}", "--strict-readiness=true", "--model-control-mode=none",
+            *restriction_args(key=key, apis=restricted(args.unrestricted_api)), *triton_args]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ours, triton_args = split_argv(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(ours)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        repository = prepare_repository(args)
+    except PermissionError as exc:
+        print(f"sam-triton container: error: {exc}: the cache must be writable by uid {os.getuid()};"
+              " mount a named volume (-v sam-trt-cache:/cache) or chown the host folder", file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"sam-triton container: error: {exc}", file=sys.stderr)
+        return 1
+    key = server_key()
+    command = tritonserver_command(args, repository, triton_args, key=key)
+    log.info("exec %s", " ".join(command).replace(key, "<key>"))
+    sys.stdout.flush()
+    os.execvp(command[0], command)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

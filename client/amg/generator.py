@@ -1,0 +1,225 @@
+"""Automatic mask generation: SAM's ``SamAutomaticMaskGenerator`` over Triton, in numpy.
+
+The pipeline is Meta's (segment_anything/automatic_mask_generator.py), step for step: per crop
+(the whole image, then ``crop_n_layers`` layers of overlapping crops), one embedding; a grid of
+single-point prompts sent in batched decoder requests; masks filtered by predicted IoU and
+stability score, boxed, dropped when they touch an inner crop edge, run-length encoded, and
+de-duplicated by box NMS within the crop and then across crops; optionally small holes and
+islands removed. Only the encoder and the decoder run on the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .geometry import (
+    batched_mask_to_box,
+    box_area,
+    build_all_layer_point_grids,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    nms,
+    uncrop_boxes_xyxy,
+    uncrop_masks,
+    uncrop_points,
+)
+from .masks import calculate_stability_score, mask_to_rle, remove_small_regions, require_pycocotools, rle_to_mask
+from ..contract import LABEL_FOREGROUND, LABEL_PADDING, LOW_RES_SIZE
+from ..transport.core import SamCore
+from ..errors import InvalidInputError
+from .mask_set import SEGMENTATION_ENCODERS, MaskSet
+from ..transport.ops import Flow
+from ..flows import decode_all
+from ..predictor.prompts import DecoderPrompt, select_outputs
+from ..predictor.requests import MASK_THRESHOLD, ImageState, image_request
+from ..predictor.transforms import apply_coords, postprocess_masks
+from ..predictor.validation import check_image
+
+OUTPUT_MODES = tuple(SEGMENTATION_ENCODERS)
+#: Masks upsampled to full resolution at once: bounds memory to this many HxW float32 logits.
+UPSAMPLE_CHUNK = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskGeneratorOptions:
+    """SamAutomaticMaskGenerator's arguments, with its defaults and meaning.
+
+    points_per_side: grid points along one side (points_per_side**2 prompts), or None with
+    ``point_grids`` (one Nx2 grid in [0, 1]^2 per crop layer). points_per_batch: prompts decoded
+    together (requests are also capped by the decoder's max_prompts). pred_iou_thresh,
+    stability_score_thresh: keep masks above these (0 disables); stability_score_offset: the logit
+    shift of the stability score. box_nms_thresh / crop_nms_thresh: box IoU above which duplicate
+    masks are dropped within a crop / across crops. crop_n_layers: layers of crops (layer i has
+    (2**i)**2 crops); crop_overlap_ratio: their overlap; crop_n_points_downscale_factor: grid
+    shrink per layer. min_mask_region_area: holes and islands smaller than this (pixels) are
+    removed (0: off). output_mode: "binary_mask", "uncompressed_rle" or "coco_rle" (pycocotools).
+    """
+
+    points_per_side: Optional[int] = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    point_grids: Optional[Tuple[np.ndarray, ...]] = None
+    min_mask_region_area: int = 0
+    output_mode: str = "binary_mask"
+
+    def __post_init__(self) -> None:
+        if (self.points_per_side is None) == (self.point_grids is None):
+            raise InvalidInputError("points_per_side", "give exactly one of points_per_side and point_grids")
+        for name in ("points_per_batch", "crop_n_points_downscale_factor"):
+            if int(getattr(self, name)) < 1:
+                raise InvalidInputError(name, f"got {getattr(self, name)!r}; expected an integer >= 1")
+        if self.points_per_side is not None and int(self.points_per_side) < 1:
+            raise InvalidInputError("points_per_side", f"got {self.points_per_side!r}; expected an integer >= 1")
+        if int(self.crop_n_layers) < 0 or int(self.min_mask_region_area) < 0:
+            raise InvalidInputError("crop_n_layers" if self.crop_n_layers < 0 else "min_mask_region_area", "expected >= 0")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh",
+                     "crop_nms_thresh", "crop_overlap_ratio"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise InvalidInputError(name, f"got {getattr(self, name)!r}; expected a finite number")
+        if self.output_mode not in OUTPUT_MODES:
+            raise InvalidInputError("output_mode", f"got {self.output_mode!r}; expected one of {', '.join(OUTPUT_MODES)}")
+        if self.output_mode == "coco_rle":
+            require_pycocotools()
+        if self.point_grids is not None:
+            if len(self.point_grids) != self.crop_n_layers + 1:
+                raise InvalidInputError("point_grids", f"got {len(self.point_grids)} grids; expected crop_n_layers + 1 = {self.crop_n_layers + 1}")
+            for i, grid in enumerate(self.point_grids):
+                grid = np.asarray(grid)
+                if grid.ndim != 2 or grid.shape[1] != 2 or np.any(grid < 0) or np.any(grid > 1):
+                    raise InvalidInputError(f"point_grids[{i}]", f"got shape {grid.shape}; expected Nx2 (x, y) in [0, 1]")
+
+    def grids(self) -> List[np.ndarray]:
+        if self.point_grids is not None:
+            return [np.asarray(grid, dtype=np.float64) for grid in self.point_grids]
+        return build_all_layer_point_grids(int(self.points_per_side), self.crop_n_layers, self.crop_n_points_downscale_factor)  # type: ignore[arg-type]
+
+
+def point_prompts(points: np.ndarray, state: ImageState) -> List[DecoderPrompt]:
+    """Nx2 (x, y) crop pixels -> one foreground click per prompt, with SAM's padding point."""
+    coords = apply_coords(points, state.original_size).astype(np.float32)
+    labels = np.array([LABEL_FOREGROUND, LABEL_PADDING], np.float32)
+    no_mask = np.zeros((1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
+    return [DecoderPrompt(coords=np.stack([xy, np.zeros(2, np.float32)]), labels=labels, mask_input=no_mask, has_mask_input=0.0)
+            for xy in coords]
+
+
+def process_batch(points: np.ndarray, iou4: np.ndarray, low_res4: np.ndarray, state: ImageState,
+                  crop_box: Sequence[int], orig_size: Tuple[int, int], options: MaskGeneratorOptions) -> MaskSet:
+    """Decoder outputs of N grid points (crop pixels) -> the masks SAM's _process_batch keeps.
+
+    Boxes and points stay in the crop's frame (``generate`` uncrops them after NMS); RLEs are in
+    the image's frame.
+    """
+    iou, low_res = select_outputs(iou4, low_res4, multimask_output=True)
+    iou = iou.reshape(-1)
+    low_res = low_res.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE)
+    points = np.repeat(points, iou4.shape[1] - 1, axis=0)
+    keep = np.flatnonzero(iou > options.pred_iou_thresh) if options.pred_iou_thresh > 0.0 else np.arange(len(iou))
+    parts = []
+    for start in range(0, len(keep), UPSAMPLE_CHUNK):
+        index = keep[start:start + UPSAMPLE_CHUNK]
+        logits = postprocess_masks(low_res[index], state.input_size, state.original_size)
+        stability = calculate_stability_score(logits, MASK_THRESHOLD, options.stability_score_offset)
+        stable = stability >= options.stability_score_thresh if options.stability_score_thresh > 0.0 else np.ones(len(index), bool)
+        masks = logits[stable] > MASK_THRESHOLD
+        boxes = batched_mask_to_box(masks)
+        inside = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
+        masks, boxes = masks[inside], boxes[inside]
+        chosen = index[stable][inside]
+        parts.append(MaskSet(
+            rles=mask_to_rle(uncrop_masks(masks, crop_box, *orig_size)),
+            boxes=boxes,
+            iou_preds=iou[chosen].astype(np.float32),
+            points=points[chosen],
+            stability_score=stability[stable][inside],
+            crop_boxes=np.tile(np.asarray(crop_box, np.int64), (len(chosen), 1)),
+        ))
+    return MaskSet.concat(parts)
+
+
+def generate(core: SamCore, image: object, options: MaskGeneratorOptions, timeout_s: float) -> Flow:
+    """All masks of an HxWx3 uint8 RGB image -> SamAutomaticMaskGenerator.generate's list of dicts."""
+    image = check_image(image)
+    orig_size = (int(image.shape[0]), int(image.shape[1]))
+    grids = options.grids()
+    crop_boxes, layer_idxs = generate_crop_boxes(orig_size, options.crop_n_layers, options.crop_overlap_ratio)
+    parts = []
+    for crop_box, layer in zip(crop_boxes, layer_idxs):
+        part = yield from _process_crop(core, image, crop_box, grids[layer], orig_size, options, timeout_s)
+        parts.append(part)
+    data = MaskSet.concat(parts)
+    if len(crop_boxes) > 1:  # duplicates across crops: prefer masks from smaller crops
+        scores = 1 / box_area(data.crop_boxes).astype(np.float32)
+        data = data.take(nms(data.boxes, scores, options.crop_nms_thresh))
+    if options.min_mask_region_area > 0:
+        data = remove_small_mask_regions(data, options.min_mask_region_area, max(options.box_nms_thresh, options.crop_nms_thresh))
+    return data.records(options.output_mode)
+
+
+def _process_crop(core: SamCore, image: np.ndarray, crop_box: List[int], grid: np.ndarray,
+                  orig_size: Tuple[int, int], options: MaskGeneratorOptions, timeout_s: float) -> Flow:
+    x0, y0, x1, y1 = crop_box
+    state = image_request(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    points_for_image = grid * np.array(state.original_size)[None, ::-1]
+    embedded = yield from core.embed(state, timeout_s)
+    batches = []
+    try:
+        for start in range(0, len(points_for_image), options.points_per_batch):
+            points = points_for_image[start:start + options.points_per_batch]
+            iou, low_res = yield from decode_all(core, embedded, point_prompts(points, state), timeout_s)
+            batches.append(process_batch(points, iou, low_res, state, crop_box, orig_size, options))
+    finally:
+        core.release(embedded)
+    data = MaskSet.concat(batches)
+    data = data.take(nms(data.boxes, data.iou_preds, options.box_nms_thresh))
+    data.boxes = uncrop_boxes_xyxy(data.boxes, crop_box)
+    data.points = uncrop_points(data.points, crop_box)
+    return data
+
+
+def remove_small_mask_regions(data: MaskSet, min_area: int, nms_thresh: float) -> MaskSet:
+    """SAM's postprocess_small_regions: fill small holes, drop small islands, then NMS that
+    prefers masks that needed no change."""
+    if len(data) == 0:
+        return data
+    masks, scores = [], []
+    for rle in data.rles:
+        mask, holes_changed = remove_small_regions(rle_to_mask(rle), min_area, mode="holes")
+        mask, islands_changed = remove_small_regions(mask, min_area, mode="islands")
+        masks.append(mask)
+        scores.append(0.0 if (holes_changed or islands_changed) else 1.0)
+    stacked = np.stack(masks)
+    boxes = batched_mask_to_box(stacked)
+    keep = nms(boxes, np.asarray(scores, np.float32), nms_thresh)
+    for i in keep.tolist():
+        if scores[i] == 0.0:
+            data.rles[i] = mask_to_rle(stacked[i][None])[0]
+            data.boxes[i] = boxes[i]
+    return data.take(keep)
+
+
+def generate_options(options: Optional[MaskGeneratorOptions], overrides: Dict[str, Any]) -> MaskGeneratorOptions:
+    """``options`` (or the defaults) with keyword ``overrides``; an unknown keyword is an error."""
+    base = options or MaskGeneratorOptions()
+    known = {f.name for f in dataclasses.fields(MaskGeneratorOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InvalidInputError(unknown[0], f"is not an option of generate; expected one of {', '.join(sorted(known))}")
+    if not overrides:
+        return base
+    changes = dict(overrides)
+    if "points_per_side" not in overrides and overrides.get("point_grids") is not None:
+        changes["points_per_side"] = None
+    return dataclasses.replace(base, **changes)

@@ -1,0 +1,85 @@
+"""Request arrays in and SamPredictor-shaped results out: pure numpy, shared by every client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+
+from ..contract import (
+    IMAGE,
+    INPUT_SIZE,
+    IOU_PREDICTIONS,
+    LOW_RES_MASKS,
+)
+from ..errors import InvalidInputError
+from .prompts import DecoderPrompt, select_outputs, stack_prompts
+from .transforms import postprocess_masks, prepare_image
+from .validation import check_image
+
+MASK_THRESHOLD = 0.0  # Sam.mask_threshold
+
+OUTPUT_NAMES = (IOU_PREDICTIONS.name, LOW_RES_MASKS.name)
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """What ``set_image`` keeps: the original (H, W), the resized (h, w) and the encoder's input."""
+
+    original_size: Tuple[int, int]
+    input_size: Tuple[int, int]
+    encoder_inputs: Dict[str, np.ndarray]
+
+
+def image_request(image: object, image_format: str = "RGB") -> ImageState:
+    """Validate and preprocess one image into batch-of-1 sam_encoder inputs."""
+    if image_format not in ("RGB", "BGR"):
+        raise InvalidInputError("image_format", f"got {image_format!r}; expected 'RGB' or 'BGR'")
+    array = check_image(image)
+    if image_format == "BGR":
+        array = np.ascontiguousarray(array[..., ::-1])
+    padded, input_size = prepare_image(array)
+    return ImageState(
+        original_size=(int(array.shape[0]), int(array.shape[1])),
+        input_size=(int(input_size[0]), int(input_size[1])),
+        encoder_inputs={IMAGE.name: padded[None], INPUT_SIZE.name: input_size[None]},
+    )
+
+
+def prompt_request(prompts: Sequence[DecoderPrompt], *, mask_input: bool = True) -> Dict[str, np.ndarray]:
+    """P prompts -> batch-of-1 prompt inputs of sam_decoder / sam (without mask_input when it goes by shared memory)."""
+    return {name: array[None] for name, array in stack_prompts(prompts, mask_input=mask_input).items()}
+
+
+def predictions(
+    outputs: Dict[str, np.ndarray],
+    state: ImageState,
+    *,
+    multimask_output: bool,
+    return_logits: bool,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch-of-1 decoder outputs for P prompts -> ``upsampled``'s (masks, iou, low-res logits)."""
+    return upsampled(outputs[IOU_PREDICTIONS.name][0], outputs[LOW_RES_MASKS.name][0], state,
+                     multimask_output=multimask_output, return_logits=return_logits)
+
+
+def upsampled(
+    iou_predictions: np.ndarray,
+    low_res_masks: np.ndarray,
+    state: ImageState,
+    *,
+    multimask_output: bool,
+    return_logits: bool,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoder outputs for P prompts (iou Px4, logits Px4x256x256) -> (masks PxCxHxW, iou PxC,
+    low-res logits PxCx256x256), as SamPredictor returns them.
+
+    C is 3 with ``multimask_output`` and 1 without; masks are bool unless ``return_logits``, in
+    pixels of the original image (H, W).
+    """
+    iou, low_res = select_outputs(iou_predictions, low_res_masks, multimask_output)
+    masks = postprocess_masks(low_res, state.input_size, state.original_size)
+    if not return_logits:
+        masks = masks > MASK_THRESHOLD
+    return masks, np.ascontiguousarray(iou), np.ascontiguousarray(low_res)

@@ -1,0 +1,95 @@
+"""SAM's pre- and postprocessing in numpy and PIL, identical to segment-anything's own.
+
+Preprocessing mirrors ``segment_anything.utils.transforms.ResizeLongestSide`` (PIL bilinear resize
+of the uint8 image, coordinates scaled per axis). Postprocessing mirrors ``Sam.postprocess_masks``
+(bilinear to 1024x1024, crop to the unpadded size, bilinear to the original size, all with
+``align_corners=False``), written as two small interpolation matrices so that no torch is needed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Tuple
+
+import numpy as np
+from PIL import Image
+
+from ..contract import IMAGE_SIZE, LOW_RES_SIZE
+
+
+def preprocess_shape(old_h: int, old_w: int, long_side: int = IMAGE_SIZE) -> Tuple[int, int]:
+    """(h, w) after scaling so the longest side is ``long_side``; SAM's get_preprocess_shape."""
+    scale = long_side * 1.0 / max(old_h, old_w)
+    new_h, new_w = old_h * scale, old_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def resize_image(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB -> hxwx3 uint8 with the longest side 1024 (PIL bilinear, as SAM does)."""
+    new_h, new_w = preprocess_shape(image.shape[0], image.shape[1])
+    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+
+
+def pad_image(resized: np.ndarray) -> np.ndarray:
+    """hxwx3 uint8 -> 1024x1024x3 uint8, zero-padded at the bottom and right."""
+    padded = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    padded[: resized.shape[0], : resized.shape[1]] = resized
+    return padded
+
+
+def prepare_image(image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """HxWx3 uint8 RGB -> (``image`` 1024x1024x3 uint8, ``input_size`` int32 (h, w)) for sam_encoder."""
+    resized = resize_image(image)
+    return pad_image(resized), np.array(resized.shape[:2], dtype=np.int32)
+
+
+def apply_coords(coords: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+    """...x2 (x, y) in pixels of the original image -> the same in the resized 1024 frame (float64)."""
+    old_h, old_w = original_size
+    new_h, new_w = preprocess_shape(old_h, old_w)
+    out = np.array(coords, dtype=np.float64, copy=True)
+    out[..., 0] = out[..., 0] * (new_w / old_w)
+    out[..., 1] = out[..., 1] * (new_h / old_h)
+    return out
+
+
+def apply_boxes(boxes: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+    """...x4 (x0, y0, x1, y1) in original pixels -> the same in the resized frame."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return apply_coords(boxes.reshape(-1, 2, 2), original_size).reshape(boxes.shape)
+
+
+@lru_cache(maxsize=64)
+def _bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """out x in weights of torch's bilinear interpolation (align_corners=False, no antialias)."""
+    weights = np.zeros((out_size, in_size), dtype=np.float64)
+    if in_size == out_size:
+        np.fill_diagonal(weights, 1.0)
+        return weights
+    # torch computes the source index in float32 for float32 tensors; do the same.
+    ratio = np.float32(in_size) / np.float32(out_size)
+    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * ratio - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = src.astype(np.int64)
+    i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
+    lam1 = np.clip(src - i0.astype(np.float32), 0.0, 1.0).astype(np.float64)
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, i0), 1.0 - lam1)
+    np.add.at(weights, (rows, i1), lam1)
+    return weights
+
+
+@lru_cache(maxsize=16)
+def _postprocess_matrices(input_size: Tuple[int, int], original_size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """(H x 256, 256 x W) float32 matrices mapping low-res logits to the original image."""
+    up = _bilinear_matrix(LOW_RES_SIZE, IMAGE_SIZE)  # 1024 x 256
+    rows = _bilinear_matrix(input_size[0], original_size[0]) @ up[: input_size[0]]
+    cols = _bilinear_matrix(input_size[1], original_size[1]) @ up[: input_size[1]]
+    return rows.astype(np.float32), np.ascontiguousarray(cols.T.astype(np.float32))
+
+
+def postprocess_masks(low_res: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int]) -> np.ndarray:
+    """...x256x256 float32 logits -> ...xHxW float32 logits in the original image; Sam.postprocess_masks."""
+    rows, cols = _postprocess_matrices(tuple(int(v) for v in input_size), tuple(int(v) for v in original_size))
+    low_res = np.asarray(low_res, dtype=np.float32)
+    return np.matmul(np.matmul(rows, low_res), cols)
