@@ -19,42 +19,45 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from sam_triton.client.contract import DEFAULT_LIMITS, Limits
-
-from sam_triton.build.repository.stale_plans import StalePlanError, ensure_plans_fresh
-from sam_triton.build.tensorrt.engine_metadata import RuntimeIdentity
-from sam_triton.build.tensorrt.precision import DEFAULT_FP32_GROUPS, DEFAULT_PRECISION, PRECISIONS, PrecisionChoice, parse_groups
 from sam_triton.build.repository.assemble import RepositoryOptions
+from sam_triton.build.repository.stale_plans import StalePlanError, ensure_plans_fresh
 from sam_triton.build.server.restricted_apis import RESTRICTABLE_APIS, restricted, restriction_args, server_key
+from sam_triton.build.tensorrt.engine import EngineOptions
+from sam_triton.build.tensorrt.engine_metadata import RuntimeIdentity
+from sam_triton.build.tensorrt.precision import DEFAULT_FP32_GROUPS, DEFAULT_PRECISION
+
+from . import arguments as a
 
 log = logging.getLogger("sam_triton.container")
 
 DEFAULT_CACHE = "/cache"
 
 
+CONTAINER_ONLY = ("checkpoint", "repository", "cache_dir", "tritonserver", "unrestricted_api")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The entrypoint's flags: `build --runtime tensorrt`'s own (from ``cli.arguments``), defaults from the environment."""
     parser = argparse.ArgumentParser(
         prog="sam-triton-container",
         description="Build (or reuse) TensorRT engines for this GPU in the cache, then exec tritonserver. Arguments after '--' go to tritonserver.",
     )
     parser.add_argument("--checkpoint", type=Path, default=os.environ.get("SAM_CHECKPOINT"), help="The SAM checkpoint to serve (default: $SAM_CHECKPOINT).")
     parser.add_argument("--repository", type=Path, help="Serve this prebuilt tensorrt repository instead of building one; it is refused if its plans are stale.")
-    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("SAM_TRITON_CACHE", DEFAULT_CACHE)), help="The mounted cache for exports, engines and the timing cache (default: $SAM_TRITON_CACHE or /cache).")
-    parser.add_argument("--precision", choices=PRECISIONS, default=os.environ.get("SAM_PRECISION", DEFAULT_PRECISION), help="Engine precision (default: $SAM_PRECISION or fp16).")
-    parser.add_argument("--fp32-groups", help="With --precision mixed: the layer groups kept in FP32, comma-separated, or 'none'.")
-    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_LIMITS.max_batch_size, help="Triton's max_batch_size for every model.")
-    parser.add_argument("--max-prompts", type=int, default=DEFAULT_LIMITS.max_prompts, help="The most prompts (P) per decoder request item.")
-    parser.add_argument("--max-points", type=int, default=DEFAULT_LIMITS.max_points, help="The most points (N) per prompt.")
-    parser.add_argument("--encoder-instances", type=int, default=1, help="Instances of sam_encoder on the GPU.")
-    parser.add_argument("--decoder-cuda-graphs", action="store_true", help="Let Triton capture CUDA graphs of sam_decoder.")
+    a.add_cache_argument(parser, default=Path(os.environ.get("SAM_TRITON_CACHE", DEFAULT_CACHE)))
+    a.add_precision_argument(parser, runtimes=("tensorrt",), default=os.environ.get("SAM_PRECISION", DEFAULT_PRECISION))
+    a.add_limit_arguments(parser)
+    a.add_instance_arguments(parser)
+    a.add_tensorrt_arguments(parser)
     parser.add_argument("--tritonserver", default="tritonserver", help="The tritonserver binary to exec (default: the one on PATH).")
     parser.add_argument("--unrestricted-api", action="append", default=[], choices=list(RESTRICTABLE_APIS),
                         help="Open this Triton API to every client (repeatable). By default the shared-memory and model-repository"
                              " APIs answer only requests carrying the key in $SAM_TRITON_API_KEY (a random key nobody knows when unset).")
+    parser.set_defaults(runtime="tensorrt")
     return parser
 
 
@@ -67,28 +70,23 @@ def split_argv(argv: Sequence[str]) -> tuple:
     return argv, []
 
 
-def engine_cache_key(identity: RuntimeIdentity, weights: str, precision: PrecisionChoice, options: RepositoryOptions, exporter: str) -> str:
-    """A short hash of everything an engine repository depends on; equal keys mean reusable engines."""
-    groups = {model: list(precision.groups_for(model)) for model in DEFAULT_FP32_GROUPS}
+def engine_cache_key(identity: RuntimeIdentity, weights: str, engine: EngineOptions, options: RepositoryOptions, exporter: str) -> str:
+    """A short hash of everything an engine repository depends on; equal keys mean reusable engines.
+    The timing cache only speeds a build up, so it is not part of the key."""
+    groups = {model: list(engine.precision.groups_for(model)) for model in DEFAULT_FP32_GROUPS}
     text = json.dumps(
-        {"runtime": asdict(identity), "weights": weights, "precision": precision.precision, "fp32_groups": groups,
+        {"runtime": asdict(identity), "weights": weights, "precision": engine.precision.precision, "fp32_groups": groups,
+         "builder": {"workspace_mib": engine.workspace_mib, "optimization_level": engine.optimization_level},
          "repository": asdict(options), "exporter": exporter},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _build_argv(args: argparse.Namespace, repository: Path) -> List[str]:
+def rebuild_argv(args: argparse.Namespace, repository: Path) -> List[str]:
     """The `sam-triton build` arguments that make the same repository (recorded for stale-plan messages)."""
-    argv = ["build", "--runtime", "tensorrt", "--checkpoint", str(args.checkpoint), "--repository", str(repository),
-            "--precision", args.precision, "--max-batch-size", str(args.max_batch_size),
-            "--max-prompts", str(args.max_prompts), "--max-points", str(args.max_points),
-            "--encoder-instances", str(args.encoder_instances)]
-    if args.fp32_groups:
-        argv += ["--fp32-groups", args.fp32_groups]
-    if args.decoder_cuda_graphs:
-        argv.append("--decoder-cuda-graphs")
-    return argv
+    return ["build", "--runtime", "tensorrt", "--checkpoint", str(args.checkpoint), "--repository", str(repository),
+            "--precision", args.precision, *a.argv_of(build_parser(), args, skip=CONTAINER_ONLY + ("precision",))]
 
 
 def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeIdentity] = None) -> Path:
@@ -97,7 +95,7 @@ def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeId
     ``identity`` is this machine's TensorRT version and GPU (default: asked of TensorRT and CUDA).
     """
     from sam_triton.build.export.pipeline import ModelChoice, exporter_id, prepare_onnx
-    from sam_triton.build.tensorrt.engine import EngineOptions, runtime_identity
+    from sam_triton.build.tensorrt.engine import runtime_identity
     from sam_triton.build.repository.tensorrt_repository import build_tensorrt_repository, rebuild_command
 
     identity = identity or runtime_identity()
@@ -108,13 +106,11 @@ def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeId
         raise ValueError("--checkpoint: no checkpoint given; mount one and pass --checkpoint /checkpoints/FILE.pth (or set SAM_CHECKPOINT)")
     choice = ModelChoice(checkpoint=args.checkpoint)
     weights = choice.weights_id()
-    precision = PrecisionChoice(precision=args.precision, fp32_groups=parse_groups(args.fp32_groups) if args.fp32_groups else None)
-    options = RepositoryOptions(
-        runtime="tensorrt",
-        limits=Limits(max_batch_size=args.max_batch_size, max_prompts=args.max_prompts, max_points=args.max_points),
-        encoder_instances=args.encoder_instances, decoder_cuda_graphs=args.decoder_cuda_graphs,
-    )
-    key = engine_cache_key(identity, weights, precision, options, exporter_id())
+    options = a.repository_options(args)
+    engine = a.engine_options(args)
+    key = engine_cache_key(identity, weights, engine, options, exporter_id())
+    if args.timing_cache is None:
+        engine = replace(engine, timing_cache=Path(args.cache_dir) / "tensorrt" / f"timing-{key}.cache")
     repository = Path(args.cache_dir) / "engines" / key / "model_repository"
     try:
         ensure_plans_fresh(repository, expected_weights=weights, runtime=identity)
@@ -125,9 +121,8 @@ def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeId
         log.info("building engines for %s: %s", identity.gpu_name, str(exc).splitlines()[0])
     onnx_dir, manifest = prepare_onnx(choice, cache_dir=Path(args.cache_dir))
     build_tensorrt_repository(
-        repository=repository, onnx_dir=onnx_dir, manifest=manifest, repo_options=options,
-        engine_options=EngineOptions(precision=precision, timing_cache=Path(args.cache_dir) / "tensorrt" / f"timing-{key}.cache"),
-        command=rebuild_command(_build_argv(args, repository)),
+        repository=repository, onnx_dir=onnx_dir, manifest=manifest, repo_options=options, engine_options=engine,
+        command=rebuild_command(rebuild_argv(args, repository)),
     )
     return repository
 

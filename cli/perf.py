@@ -1,7 +1,4 @@
-"""`sam-triton perf`: its flags and the function that turns them into one PerfOptions and runs it.
-
-Kept import-light (argparse only at import time) because the CLI imports it on every call.
-"""
+"""`sam-triton perf`: its flags and the function that turns them into one PerfOptions and runs it."""
 
 from __future__ import annotations
 
@@ -11,6 +8,10 @@ import shlex
 import sys
 from pathlib import Path
 from typing import Tuple
+
+from sam_triton.build.repository.assemble import RUNTIMES
+
+from . import arguments as a
 
 
 def concurrency_list(text: str) -> Tuple[int, ...]:
@@ -25,9 +26,8 @@ def concurrency_list(text: str) -> Tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """perf's own flags; the CLI adds the model (--checkpoint/--preset) and --cache-dir flags."""
-    from sam_triton.build.repository.assemble import RUNTIMES
-
+    a.add_model_arguments(parser)
+    a.add_cache_argument(parser)
     parser.add_argument("--repository", type=Path, required=True, help="The model repository to serve and benchmark (with --url: the one that server serves).")
     parser.add_argument("--runtime", choices=sorted(RUNTIMES), help="Write the repository for this runtime from the model first, as `build` does with its defaults; omitted: benchmark the repository as it is.")
     parser.add_argument("--url", help="Benchmark a running server at this gRPC HOST:PORT instead of starting the embedded one.")
@@ -50,9 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace):
     """The parsed flags -> PerfOptions (the full or the quick run's defaults where a flag was not given)."""
-    from sam_triton.build.export.pipeline import ModelChoice
-    from sam_triton.build.server.tritonserver import default_cache_dir
-
     from sam_triton.perf.benchmark import options as o
     from sam_triton.perf.benchmark.analyzer import Measurement
 
@@ -69,8 +66,8 @@ def options_from_args(args: argparse.Namespace):
     decoder_levels = args.concurrency or (o.QUICK_DECODER_CONCURRENCY if args.quick else o.FULL_CONCURRENCY)
     encoder_levels = args.encoder_concurrency or args.concurrency or (o.QUICK_ENCODER_CONCURRENCY if args.quick else o.FULL_CONCURRENCY)
     return o.PerfOptions(
-        model=ModelChoice(checkpoint=args.checkpoint, model_type=args.preset or args.model_type, seed=args.seed),
-        repository=args.repository, cache_dir=args.cache_dir or default_cache_dir(), results_dir=args.out,
+        model=a.model_choice(args),
+        repository=args.repository, cache_dir=a.cache_dir(args), results_dir=args.out,
         runtime=args.runtime, url=args.url, tritonserver=args.tritonserver,
         check_image=args.image, check_export=not args.skip_check, photos=tuple(args.photo or ()),
         decoder_concurrency=decoder_levels, encoder_concurrency=encoder_levels,

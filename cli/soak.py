@@ -1,8 +1,5 @@
 """`sam-triton soak`: its flags, the one SoakOptions they make, and the figures it prints and writes
-(``soak.json`` and ``soak.md`` in ``--out``). Exits 1 when the soak found a problem.
-
-Kept import-light (argparse only at import time) because the CLI imports it on every call.
-"""
+(``soak.json`` and ``soak.md`` in ``--out``). Exits 1 when the soak found a problem."""
 
 from __future__ import annotations
 
@@ -11,9 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from . import arguments as a
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """soak's own flags; the CLI adds --cache-dir."""
     parser.add_argument("--repository", type=Path, required=True, help="The model repository to serve (built, with its model files), e.g. by `sam-triton build`.")
     parser.add_argument("--duration", type=float, default=600.0, help="Seconds of load, the warm-up included.")
     parser.add_argument("--warmup", type=float, default=60.0, help="Seconds of load before the server's memory is first measured.")
@@ -23,14 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("perf/soak"), help="Where soak.json, soak.md, the server log and perf_analyzer's CSVs and logs are written.")
     parser.add_argument("--tritonserver", type=Path, help="Start this tritonserver binary instead of the embedded one.")
     parser.add_argument("--tools-dir", type=Path, help="Where perf_analyzer is fetched to when it is not on PATH (default: .tools/ of the checkout, or $SAM_TRITON_TOOLS).")
+    a.add_cache_argument(parser)
 
 
 def options_from_args(args: argparse.Namespace):
-    from sam_triton.build.server.tritonserver import default_cache_dir
-
     from sam_triton.perf.soak.runner import SoakOptions
 
-    return SoakOptions(repository=args.repository, out_dir=args.out, cache_dir=args.cache_dir or default_cache_dir(),
+    return SoakOptions(repository=args.repository, out_dir=args.out, cache_dir=a.cache_dir(args),
                        duration_s=args.duration, warmup_s=args.warmup, concurrency=args.concurrency,
                        rss_tolerance=args.rss_tolerance, photos=tuple(args.photo or ()), tritonserver=args.tritonserver,
                        tools_dir=args.tools_dir)

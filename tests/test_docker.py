@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sam_triton.cli import container as container_start
+from sam_triton.build.tensorrt.engine import EngineOptions
 from sam_triton.build.tensorrt.engine_metadata import RuntimeIdentity
 from sam_triton.build.tensorrt.onnx_coverage import load_operator_table
 from sam_triton.build.tensorrt.precision import PrecisionChoice
@@ -104,30 +105,52 @@ def test_container_entrypoint_fails_fast_without_tensorrt(tmp_path, capsys):
 
 def test_engine_cache_key_covers_gpu_tensorrt_weights_precision_and_profile():
     h100 = RuntimeIdentity(tensorrt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
-    base = dict(identity=h100, weights="sha256:aa", precision=PrecisionChoice(), options=RepositoryOptions(runtime="tensorrt"), exporter="e1")
+    base = dict(identity=h100, weights="sha256:aa", engine=EngineOptions(), options=RepositoryOptions(runtime="tensorrt"), exporter="e1")
     key = container_start.engine_cache_key(**base)
     assert key == container_start.engine_cache_key(**base) and len(key) == 16
     variants = [
         {"identity": RuntimeIdentity(tensorrt_version="10.8.0.43", gpu_name="NVIDIA L4", compute_capability="8.9")},
         {"identity": RuntimeIdentity(tensorrt_version="10.9.0.34", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")},
         {"weights": "sha256:bb"},
-        {"precision": PrecisionChoice(precision="mixed")},
-        {"precision": PrecisionChoice(precision="mixed", fp32_groups=("softmax",))},
+        {"engine": EngineOptions(precision=PrecisionChoice(precision="mixed"))},
+        {"engine": EngineOptions(precision=PrecisionChoice(precision="mixed", fp32_groups=("softmax",)))},
+        {"engine": EngineOptions(optimization_level=5)},
+        {"engine": EngineOptions(workspace_mib=4096)},
         {"options": RepositoryOptions(runtime="tensorrt", limits=Limits(max_batch_size=4))},
         {"exporter": "e2"},
     ]
     keys = {container_start.engine_cache_key(**{**base, **change}) for change in variants}
     assert key not in keys and len(keys) == len(variants)
+    # a timing cache only speeds the build up: the same engines, the same key
+    assert container_start.engine_cache_key(**{**base, "engine": EngineOptions(timing_cache=Path("/elsewhere"))}) == key
 
 
 def test_container_arguments_split_at_the_double_dash():
     ours, triton = container_start.split_argv(["--checkpoint", "a.pth", "--", "--log-verbose=1", "--http-port=9000"])
     assert ours == ["--checkpoint", "a.pth"] and triton == ["--log-verbose=1", "--http-port=9000"]
-    args = container_start.build_parser().parse_args(["--checkpoint", "a.pth", "--precision", "mixed", "--fp32-groups", "layernorm"])
-    argv = container_start._build_argv(args, Path("/cache/engines/k/model_repository"))
+    flags = ["--precision", "mixed", "--fp32-groups", "layernorm", "--decoder-instances", "2", "--workspace-mib", "2048",
+             "--builder-optimization-level", "5", "--max-prompts", "32", "--decoder-cuda-graphs"]
+    args = container_start.build_parser().parse_args(["--checkpoint", "a.pth", *flags])
+    argv = container_start.rebuild_argv(args, Path("/cache/engines/k/model_repository"))
     from sam_triton.cli.main import build_parser
 
-    build_parser().parse_args(argv)  # the recorded rebuild command is a valid `sam-triton build`
+    rebuilt = build_parser().parse_args(argv)  # the recorded rebuild command is a valid `sam-triton build` ...
+    for name in ("precision", "fp32_groups", "decoder_instances", "workspace_mib", "builder_optimization_level", "max_prompts", "decoder_cuda_graphs"):
+        assert getattr(rebuilt, name) == getattr(args, name), name  # ... of the same engines
+
+
+def test_container_takes_every_flag_of_a_tensorrt_build():
+    """The entrypoint declares no build flag of its own: each `build` flag that shapes a TensorRT
+    repository is one of its flags too (they come from cli.arguments), so the two cannot drift."""
+    from sam_triton.cli.main import build_parser
+
+    def flags(parser):
+        return {option for action in parser._actions for option in action.option_strings}
+
+    build = next(a for a in build_parser()._actions if a.dest == "command").choices["build"]
+    not_for_tensorrt = {"--preset", "--model-type", "--seed", "--image", "--skip-check", "--onnx-dir", "--runtime", "--threads",
+                        "--instance-kind", "--decoder-engine", "--performance-hint", "--streams", "--cpu-pinning", "--no-cpu-pinning"}
+    assert flags(build) - not_for_tensorrt - {"-h", "--help"} <= flags(container_start.build_parser())
 
 
 def _readme_bash_lines():
@@ -177,7 +200,7 @@ def test_container_reuses_cached_engines_whose_key_and_metadata_match(tmp_path):
     h100 = RuntimeIdentity(tensorrt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
     args = container_start.build_parser().parse_args(["--checkpoint", str(checkpoint), "--cache-dir", str(tmp_path / "cache")])
     options = RepositoryOptions(runtime="tensorrt")
-    key = container_start.engine_cache_key(h100, weights, PrecisionChoice(), options, exporter_id())
+    key = container_start.engine_cache_key(h100, weights, EngineOptions(), options, exporter_id())
     cached = tmp_path / "cache" / "engines" / key / "model_repository"
     write_configs(cached, options)
     for model in ("sam_encoder", "sam_decoder"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -60,19 +60,26 @@ class MaskGeneratorOptions:
     removed (0: off). output_mode: "binary_mask", "uncompressed_rle" or "coco_rle" (pycocotools).
     """
 
-    points_per_side: Optional[int] = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
+    # ``help`` (field metadata) is what the command line says of a field; fields with it become flags.
+    points_per_side: Optional[int] = field(default=32, metadata={"help": "Grid points along one side of the image."})
+    points_per_batch: int = field(default=64, metadata={"help": "Prompts decoded together in one request."})
+    pred_iou_thresh: float = field(default=0.88, metadata={"help": "Keep masks whose predicted IoU is above this."})
+    stability_score_thresh: float = field(default=0.95, metadata={"help": "Keep masks whose stability score is at least this."})
+    stability_score_offset: float = field(default=1.0, metadata={"help": "The logit shift of the stability score."})
+    box_nms_thresh: float = field(default=0.7, metadata={"help": "Drop a mask whose box overlaps a better one's by more than this IoU."})
+    crop_n_layers: int = field(default=0, metadata={"help": "Layers of image crops segmented again (0: the whole image only)."})
     crop_nms_thresh: float = 0.7
     crop_overlap_ratio: float = 512 / 1500
     crop_n_points_downscale_factor: int = 1
     point_grids: Optional[Tuple[np.ndarray, ...]] = None
-    min_mask_region_area: int = 0
+    min_mask_region_area: int = field(default=0, metadata={"help": "Fill holes and drop islands smaller than this many pixels (0: off)."})
     output_mode: str = "binary_mask"
+
+    @classmethod
+    def flags(cls) -> List[Tuple[str, type, Any, str]]:
+        """(field name, type, default, help) of each field a command line offers as a flag."""
+        types = {"points_per_side": int, "points_per_batch": int, "crop_n_layers": int, "min_mask_region_area": int}
+        return [(f.name, types.get(f.name, float), f.default, f.metadata["help"]) for f in dataclasses.fields(cls) if "help" in f.metadata]
 
     def __post_init__(self) -> None:
         if (self.points_per_side is None) == (self.point_grids is None):

@@ -19,24 +19,16 @@ from sam_triton.client import MaskGeneratorOptions, SamClient
 from sam_triton.client.transport.core import TRANSPORTS
 from sam_triton.client.images import load_image
 
-DEFAULTS = MaskGeneratorOptions()
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sam_triton.perf.studies.generate_time", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="127.0.0.1:8001", help="The gRPC address of the server.")
     parser.add_argument("--image", type=Path, action="append", required=True, help="A photo (repeat for several).")
     parser.add_argument("--runs", type=int, default=1, help="Runs per photo.")
     parser.add_argument("--transport", choices=TRANSPORTS, default="auto", help="The client's transport.")
-    parser.add_argument("--points-per-side", type=int, default=DEFAULTS.points_per_side, help="Grid points along a side.")
-    parser.add_argument("--points-per-batch", type=int, default=DEFAULTS.points_per_batch, help="Prompts per decoder request.")
-    parser.add_argument("--pred-iou-thresh", type=float, default=DEFAULTS.pred_iou_thresh, help="Predicted-IoU filter.")
-    parser.add_argument("--stability-score-thresh", type=float, default=DEFAULTS.stability_score_thresh, help="Stability filter.")
-    parser.add_argument("--crop-n-layers", type=int, default=DEFAULTS.crop_n_layers, help="Crop layers.")
+    for name, kind, default, text in MaskGeneratorOptions.flags():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=text)
     args = parser.parse_args(argv)
-    options = MaskGeneratorOptions(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-                                   pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
-                                   crop_n_layers=args.crop_n_layers, output_mode="uncompressed_rle")
+    options = MaskGeneratorOptions(output_mode="uncompressed_rle", **{name: getattr(args, name) for name, *_ in MaskGeneratorOptions.flags()})
     with SamClient(args.url, timeout_s=600, transport=args.transport) as client:
         for path in args.image:
             image = load_image(path)

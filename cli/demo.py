@@ -1,0 +1,39 @@
+"""`sam-triton demo`: the whole flow on the embedded CPU server, from a checkpoint to mask files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sam_triton.build.repository.assemble import DEFAULT_RUNTIME, RUNTIMES
+
+from . import arguments as a
+
+EMBEDDED_RUNTIMES = sorted(name for name, spec in RUNTIMES.items() if spec.python_model)  # what the embedded server runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, help="A SAM checkpoint (default: $SAM_CHECKPOINT, else Meta's ViT-B).")
+    parser.add_argument("--image", type=Path, help="The photo to segment (default: scikit-image's cat photo).")
+    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="The directory for masks, overlays and scores.")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="The model repository to build and serve.")
+    parser.add_argument("--runtime", choices=EMBEDDED_RUNTIMES, default=DEFAULT_RUNTIME,
+                        help=f"The embedded server's runtime (default: {DEFAULT_RUNTIME}): openvino runs the encoder on OpenVINO, python runs both models on ONNX Runtime.")
+    a.add_precision_argument(parser, runtimes=EMBEDDED_RUNTIMES, default="fp32")
+    a.add_cache_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sam_triton.build.demo import DemoConfig, run_demo
+
+    a.check_precision(args)
+    if args.precision != "fp32":
+        from sam_triton.build.repository.openvino_options import require_native_bf16
+
+        require_native_bf16()
+    summaries = run_demo(DemoConfig(out_dir=args.out, repository=args.repository, cache_dir=a.cache_dir(args),
+                                    checkpoint=args.checkpoint, image=args.image, runtime=args.runtime, precision=args.precision))
+    for name, summary in summaries.items():
+        scores = ", ".join(f"{s:.4f}" for s in summary["scores"])
+        print(f"{name} prompt: predicted IoU {scores}; overlay {summary['overlay']}")
+    return 0
