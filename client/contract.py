@@ -1,7 +1,7 @@
 """The tensor contract shared by the export, the model repository and the client.
 
 This module owns the numbers that shape everything: the image size, the embedding shape, the
-batch and prompt limits. ONNX dynamic axes, config.pbtxt dims and (later) TensorRT optimization
+batch and prompt limits. ONNX dynamic axes, config.pbtxt dims and TensorRT optimization
 profiles are all derived from here, so they cannot disagree. It imports nothing but the standard
 library, so the light client can use it too.
 

@@ -76,10 +76,9 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
     ),
 }
 #: The runtime `sam-triton build` and `sam-triton demo` write unless told otherwise: the fastest CPU
-#: runtime that keeps the end-to-end fidelity bar. OpenVINO FP32 encoded ViT-B 1.10x faster than ONNX
-#: Runtime FP32 (median of 8 interleaved rounds, range 1.07-1.14x, on this project's 2-core AMD EPYC
-#: without AMX; docs/studies/engine_rounds_vit_b.json; the issue's Xeon with AMX: 1.5x) with an
-#: embedding within 3e-6 of SamPredictor's; its decoder stays on ONNX Runtime (DEFAULT_DECODER_ENGINE).
+#: runtime that keeps the end-to-end fidelity bar (measured in docs/studies/engine_rounds_vit_b.json
+#: and docs/studies/openvino_fidelity.json; the README's OpenVINO section quotes both); its decoder
+#: stays on ONNX Runtime (DEFAULT_DECODER_ENGINE).
 DEFAULT_RUNTIME = "openvino"
 #: What --decoder-engine may ask for: the engines that run an ONNX file on the CPU.
 DECODER_ENGINES = ("onnxruntime", "openvino")

@@ -2,7 +2,7 @@
 
 Inputs, outputs and their dims come from ``sam_triton.client.contract``; batch and prompt limits
 from ``Limits``; runtime lines (backend or platform, instance kind, parameters) from the runtime
-registry in ``runtimes``. Nothing here is typed twice. ``parse_config``/``read_configs`` read
+registry ``RUNTIMES`` in ``assemble``. Nothing here is typed twice. ``parse_config``/``read_configs`` read
 them back the way Triton does (protobuf text format), for every module that asks what a
 repository serves.
 """

@@ -25,11 +25,9 @@ INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 #: OpenVINO finds useful (one per core or pair of cores), each batch split across them.
 PERFORMANCE_HINTS = ("latency", "throughput")
 
-#: The decoder's engine in both OpenVINO runtimes: ONNX Runtime FP32. On the 2-core AMD EPYC
-#: (AVX-512 BF16, no AMX) of this project, ViT-B decoder, interleaved rounds: ONNX Runtime was 1.2-1.3x
-#: faster than OpenVINO FP32 with one prompt of 2 or 6 points, 1.85x with one point
-#: (docs/studies/engine_rounds_vit_b.json); OpenVINO BF16 was faster still (1.3x ONNX Runtime) but
-#: leaves the FP32 bar. The issue's own Xeon figures agree (28 ms ORT, 38 ms OpenVINO FP32, 21 ms BF16).
+#: The decoder's engine in both OpenVINO runtimes: ONNX Runtime FP32, faster than OpenVINO FP32 on
+#: the decoder in docs/studies/engine_rounds_vit_b.json; OpenVINO BF16 is faster still but leaves
+#: the FP32 fidelity bar (docs/studies/openvino_fidelity.json).
 DEFAULT_DECODER_ENGINE = "onnxruntime"
 
 

@@ -4,7 +4,7 @@ The wheel's server carries only the python backend. Its stub must sit in a backe
 our own (``--backend-directory``) beside ``libtriton_python.so``, with the wheel's bundled
 libraries on ``LD_LIBRARY_PATH``; started with the current interpreter's ``bin`` first on PATH,
 the stub imports this environment's numpy and onnxruntime. Readiness is polled over Triton's
-HTTP health API (this package never speaks gRPC).
+HTTP health API (the launcher needs no gRPC client).
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ STOP_GRACE_S = 15
 EXIT_TIMEOUT_EXPIRED = "Exit timeout expired. Exiting immediately."
 #: glibc malloc settings for tritonserver and its python stubs, unless the environment sets them:
 #: request-sized buffers (MBs) are mmapped and returned when freed instead of fragmenting the heap,
-#: in at most 2 arenas. In a 10-minute soak without them the server's RSS kept growing (+15.5 %
-#: after a 2-minute warm-up); with them it levelled off after about 3 minutes (README, Soak).
+#: in at most 2 arenas. Why: the soaks of docs/studies/soak_tiny_*.md and the README's Soak section.
 MALLOC_DEFAULTS = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), "MALLOC_ARENA_MAX": "2"}
 # Triton logs: E... model_lifecycle.cc:642] "failed to load 'sam_decoder' version 1: Internal: ..."
 LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)

@@ -5,7 +5,7 @@ exactly as the client prepares it; the decoder runs that photo's embedding (ONNX
 decoder's own error is measured) with a click, fg/bg clicks, a box and box + click. Relative L2 of
 embeddings and logits, and the IoU of the thresholded masks, go into the plan's metadata; an
 engine outside the tolerance of its precision raises with the figures. Needs TensorRT, a GPU and
-torch (CUDA buffers come from torch).
+cuda-python (device buffers and the stream come from ``cuda_device``).
 """
 
 from __future__ import annotations

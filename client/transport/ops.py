@@ -10,7 +10,7 @@ retried, and only on UNAVAILABLE, with capped exponential backoff and jitter. An
 shared-memory (un)registration is never retried: its UNAVAILABLE may come after the server
 received it, and the gRPC status cannot tell "never sent" from "lost after running". Instead, a
 flow that follows an UNAVAILABLE first re-checks readiness (retried) before it sends anything; see
-``SamCore.connect``.
+``TransportFlows._reconnect_if_needed`` (``transport.connection``).
 """
 
 from __future__ import annotations
