@@ -124,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="The whole flow on the embedded CPU server: build, serve, segment a real photo.",
                                description="Build the embedded runtime's repository from $SAM_CHECKPOINT (or Meta's ViT-B, downloaded; or seeded random ViT-B weights where there is no network), start the embedded tritonserver, segment a photo with a point and a box, write masks and overlays, and stop.")
-    demo.add_argument("--checkpoint", type=Path, help="A SAM checkpoint (default: $SAM_CHECKPOINT, else Meta's ViT-B).")
+    weights = demo.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", type=Path, help="A SAM checkpoint (default: $SAM_CHECKPOINT, else Meta's ViT-B).")
+    weights.add_argument("--preset", choices=sorted(PRESETS), help="Seeded random weights of this architecture instead of a checkpoint (tests; the masks are meaningless).")
+    demo.add_argument("--seed", type=int, default=DEFAULT_SEED, help="The seed of --preset's random weights.")
     demo.add_argument("--image", type=Path, help="The photo to segment (default: scikit-image's cat photo).")
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="The directory for masks, overlays and scores.")
     demo.add_argument("--repository", type=Path, default=Path("model_repository"), help="The model repository to build and serve.")
@@ -324,7 +327,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         require_native_bf16()
     summaries = run_demo(DemoConfig(out_dir=args.out, repository=args.repository, cache_dir=_cache_dir(args),
-                                    checkpoint=args.checkpoint, image=args.image, runtime=args.runtime, precision=args.precision))
+                                    checkpoint=args.checkpoint, preset=args.preset, seed=args.seed, image=args.image,
+                                    runtime=args.runtime, precision=args.precision))
     for name, summary in summaries.items():
         scores = ", ".join(f"{s:.4f}" for s in summary["scores"])
         print(f"{name} prompt: predicted IoU {scores}; overlay {summary['overlay']}")
