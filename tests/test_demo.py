@@ -1,5 +1,6 @@
-"""`sam-triton demo` itself, end to end: the tiny preset, the default (openvino) runtime, the real
-embedded tritonserver, a real photo; its masks, overlays and scores are checked on disk."""
+"""`sam-triton demo` itself, end to end: the tiny preset, the default (openvino) runtime and
+repository, the real embedded tritonserver, a real photo; its masks, overlays and scores are
+checked on disk, and the checked-in model_repository/ is left as it was."""
 
 from __future__ import annotations
 
@@ -13,15 +14,19 @@ from PIL import Image
 from sam_triton.build.cli import main
 
 from .conftest import IMAGES_DIR
+from .test_repository import checked_in_snapshot
 
 
 def test_demo_command_writes_masks_overlays_and_scores(tmp_path, cache_dir, tiny_onnx):
     out, photo = tmp_path / "demo_out", IMAGES_DIR / "dog.jpg"
+    checked_in = checked_in_snapshot()
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["demo", "--preset", "tiny", "--image", str(photo), "--out", str(out), "--repository", str(tmp_path / "repo"),
-                     "--cache-dir", str(cache_dir)])
+        code = main(["demo", "--preset", "tiny", "--image", str(photo), "--out", str(out), "--cache-dir", str(cache_dir)])
     assert code == 0, printed.getvalue()
+    # the repository went to the cache (the default), the checked-in model_repository/ is untouched
+    assert (cache_dir / "model_repository" / "sam_encoder" / "1" / "model.onnx").is_file()
+    assert checked_in_snapshot() == checked_in
     width, height = Image.open(photo).size
     for prompt, masks in (("point", 3), ("box", 1)):  # the point asks for SAM's 3 candidates, the box (ensemble) for one
         folder = out / prompt
