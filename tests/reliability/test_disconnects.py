@@ -57,10 +57,10 @@ def decoder_queue(server) -> int:
 
 
 def long_decoder_request(url: str, points: int) -> None:
-    """A decoder request of 64 prompts of ``points`` points on a constant embedding: seconds of work
-    for the instance. Requests of other shapes than the ones queued beside it are never batched with them."""
+    """A decoder request of 16 prompts of ``points`` points on a constant embedding: about a second
+    of work for the instance. Requests of other shapes than the ones queued beside it are never batched with them."""
     with grpcclient.InferenceServerClient(url) as raw:
-        raw.infer("sam_decoder", raw_inputs({"image_embeddings": np.ones((1, 256, 64, 64), np.float32), **_prompts(64, points)}),
+        raw.infer("sam_decoder", raw_inputs({"image_embeddings": np.ones((1, 256, 64, 64), np.float32), **_prompts(16, points)}),
                   client_timeout=SETTLE_S)
 
 
@@ -133,7 +133,7 @@ def test_a_cancelled_asyncio_task_leaves_the_client_usable(server, images, refer
     regions_before = server_regions(url)
 
     async def main():
-        async with AsyncSamClient(url, transport="shm") as client:
+        async with AsyncSamClient(url, transport="shm", timeout_s=SETTLE_S) as client:  # the probe waits behind the queue
             await client.set_image(images["dog"])
             many = [np.array([[20 + 10 * i, 30]]) for i in range(64)]
             # sam_decoder's one instance busy with a long request and another queued behind it, so that
