@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit_arguments(build)
     build.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME,
                        help=f"The models' runtime (default: {DEFAULT_RUNTIME}). openvino: python-backend models running OpenVINO, the embedded CPU default; python: python-backend models running ONNX Runtime; onnxruntime and openvino-backend: Triton's own onnxruntime and openvino backends (NVIDIA's container); tensorrt: FP16 TensorRT engines on a GPU.")
-    build.add_argument("--repository", type=Path, required=True, help="The model repository directory to write.")
+    build.add_argument("--repository", type=Path, help="The model repository directory to write (default: model_repository in the cache directory, i.e. ~/.cache/sam-triton/model_repository, $SAM_TRITON_CACHE/model_repository or under --cache-dir).")
     build.add_argument("--onnx-dir", type=Path, help="Where to export the ONNX graphs (default: a cache directory keyed by the weights).")
     build.add_argument("--encoder-instances", type=int, default=1, help="Instances of sam_encoder (instance_group count).")
     build.add_argument("--decoder-instances", type=int, default=1, help="Instances of sam_decoder (instance_group count).")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="Serve a model repository with tritonserver until Ctrl-C or SIGTERM.",
                                 description="Start tritonserver (the embedded one from nvidia-pytriton unless --tritonserver is given), wait until every model is READY, print the gRPC address, and shut down cleanly on Ctrl-C or SIGTERM.")
-    serve.add_argument("--repository", type=Path, required=True, help="The model repository to serve.")
+    serve.add_argument("--repository", type=Path, help="The model repository to serve (default: model_repository in the cache directory, i.e. ~/.cache/sam-triton/model_repository, $SAM_TRITON_CACHE/model_repository or under --cache-dir).")
     serve.add_argument("--host", default="127.0.0.1", help="The address to bind; the default serves this machine only. Use 0.0.0.0 to serve the network.")
     serve.add_argument("--grpc-port", type=int, default=8001, help="The gRPC port.")
     serve.add_argument("--http-port", type=int, default=8000, help="The HTTP port (also used for health checks).")
@@ -124,10 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="The whole flow on the embedded CPU server: build, serve, segment a real photo.",
                                description="Build the embedded runtime's repository from $SAM_CHECKPOINT (or Meta's ViT-B, downloaded; or seeded random ViT-B weights where there is no network), start the embedded tritonserver, segment a photo with a point and a box, write masks and overlays, and stop.")
-    demo.add_argument("--checkpoint", type=Path, help="A SAM checkpoint (default: $SAM_CHECKPOINT, else Meta's ViT-B).")
+    weights = demo.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", type=Path, help="A SAM checkpoint (default: $SAM_CHECKPOINT, else Meta's ViT-B).")
+    weights.add_argument("--preset", choices=sorted(PRESETS), help="Seeded random weights of this architecture instead of a checkpoint (tests; the masks are meaningless).")
+    demo.add_argument("--seed", type=int, default=DEFAULT_SEED, help="The seed of --preset's random weights.")
     demo.add_argument("--image", type=Path, help="The photo to segment (default: scikit-image's cat photo).")
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="The directory for masks, overlays and scores.")
-    demo.add_argument("--repository", type=Path, default=Path("model_repository"), help="The model repository to build and serve.")
+    demo.add_argument("--repository", type=Path, help="The model repository to build and serve (default: model_repository in the cache directory, i.e. ~/.cache/sam-triton/model_repository, $SAM_TRITON_CACHE/model_repository or under --cache-dir).")
     demo.add_argument("--runtime", choices=sorted(n for n, s in RUNTIMES.items() if s.python_model), default=DEFAULT_RUNTIME,
                       help=f"The embedded server's runtime (default: {DEFAULT_RUNTIME}): openvino runs the encoder on OpenVINO, python runs both models on ONNX Runtime.")
     demo.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="With --runtime openvino: fp32 (the default), or bf16 on CPUs with AMX or AVX-512 BF16 (faster, with the fidelity the README states).")
@@ -324,7 +327,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         require_native_bf16()
     summaries = run_demo(DemoConfig(out_dir=args.out, repository=args.repository, cache_dir=_cache_dir(args),
-                                    checkpoint=args.checkpoint, image=args.image, runtime=args.runtime, precision=args.precision))
+                                    checkpoint=args.checkpoint, preset=args.preset, seed=args.seed, image=args.image,
+                                    runtime=args.runtime, precision=args.precision))
     for name, summary in summaries.items():
         scores = ", ".join(f"{s:.4f}" for s in summary["scores"])
         print(f"{name} prompt: predicted IoU {scores}; overlay {summary['overlay']}")
@@ -346,6 +350,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the exact command, for reports
+    if getattr(args, "repository", "") is None:  # build, serve, demo, perf, soak: one default for all
+        from .tritonserver import default_repository
+
+        args.repository = default_repository(args.cache_dir)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """perf's own flags; the CLI adds the model (--checkpoint/--preset) and --cache-dir flags."""
     from sam_triton.build.repository import RUNTIMES
 
-    parser.add_argument("--repository", type=Path, required=True, help="The model repository to serve and benchmark (with --url: the one that server serves).")
+    parser.add_argument("--repository", type=Path, help="The model repository to serve and benchmark (with --url: the one that server serves) (default: model_repository in the cache directory, i.e. ~/.cache/sam-triton/model_repository, $SAM_TRITON_CACHE/model_repository or under --cache-dir).")
     parser.add_argument("--runtime", choices=sorted(RUNTIMES), help="Write the repository for this runtime from the model first, as `build` does with its defaults; omitted: benchmark the repository as it is.")
     parser.add_argument("--url", help="Benchmark a running server at this gRPC HOST:PORT instead of starting the embedded one.")
     parser.add_argument("--tritonserver", type=Path, help="Start this tritonserver binary instead of the embedded one (e.g. /opt/tritonserver/bin/tritonserver for --runtime onnxruntime).")
