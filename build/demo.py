@@ -1,8 +1,9 @@
 """The main job on the embedded default: checkpoint -> ONNX -> CPU tritonserver -> client -> masks.
 
-Weights: ``--checkpoint`` or ``$SAM_CHECKPOINT``; otherwise Meta's ViT-B checkpoint, downloaded
-into the cache; where it cannot be downloaded, seeded random ViT-B weights, with a loud warning
-that the masks are then meaningless.
+Weights: ``--checkpoint`` or ``$SAM_CHECKPOINT``; ``--preset`` for seeded random weights of that
+architecture (tests); otherwise Meta's ViT-B checkpoint, downloaded into the cache (from
+``DemoConfig.checkpoints``); where it cannot be downloaded, seeded random ViT-B weights, with a
+loud warning that the masks are then meaningless.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import numpy as np
 from sam_triton.client import SamClient
 from sam_triton.client.outputs import segment_to_files
 
-from .models.checkpoints import checkpoint_or_none
 from .export.pipeline import ModelChoice, prepare_onnx
-from .repository.openvino_options import OpenVinoOptions
-from .repository.assemble import DEFAULT_RUNTIME, RepositoryOptions, assemble
+from .models.checkpoints import META, CheckpointSource, checkpoint_or_none
+from .models.presets import DEFAULT_SEED
 from .models.sample_images import sample_photo
+from .repository.assemble import DEFAULT_RUNTIME, RepositoryOptions, assemble
+from .repository.openvino_options import OpenVinoOptions
 from .server.tritonserver import ServerConfig, TritonServer
 
 log = logging.getLogger(__name__)
@@ -42,16 +44,22 @@ class DemoConfig:
     repository: Path
     cache_dir: Path
     checkpoint: Optional[Path] = None
+    preset: Optional[str] = None  # seeded random weights of this architecture instead of a checkpoint
+    seed: int = DEFAULT_SEED
     image: Optional[Path] = None
-    model_type: str = "vit_b"
+    model_type: str = "vit_b"  # the official checkpoint downloaded when no checkpoint or preset is given
+    checkpoints: CheckpointSource = META  # where that download comes from
     runtime: str = DEFAULT_RUNTIME  # an embedded (python-backend) runtime: openvino or python
     precision: str = "fp32"  # openvino: fp32 or bf16
 
 
 def choose_weights(config: DemoConfig) -> ModelChoice:
+    if config.preset is not None:
+        log.warning("seeded random %s weights (--preset): the masks are meaningless", config.preset)
+        return ModelChoice(model_type=config.preset, seed=config.seed)
     checkpoint = config.checkpoint or (Path(os.environ["SAM_CHECKPOINT"]) if os.environ.get("SAM_CHECKPOINT") else None)
     if checkpoint is None:
-        checkpoint = checkpoint_or_none(config.model_type, config.cache_dir)
+        checkpoint = checkpoint_or_none(config.model_type, config.cache_dir, source=config.checkpoints)
     if checkpoint is None:
         log.warning(RANDOM_WEIGHTS_WARNING)
         return ModelChoice(model_type=config.model_type)
@@ -81,6 +89,6 @@ def run_demo(config: DemoConfig) -> dict:
             summaries[name] = segment_to_files(
                 client, image, prompt, Path(config.out_dir) / name, multimask=(name == "point"), ensemble=(name == "box")
             )
-    if choice.checkpoint is None:
+    if choice.checkpoint is None and config.preset is None:
         log.warning(RANDOM_WEIGHTS_WARNING)
     return summaries

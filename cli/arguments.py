@@ -14,7 +14,7 @@ from sam_triton.build.export.pipeline import ModelChoice
 from sam_triton.build.models.presets import DEFAULT_SEED, PRESETS
 from sam_triton.build.repository.assemble import DECODER_ENGINES, RUNTIMES, RepositoryOptions
 from sam_triton.build.repository.openvino_options import PERFORMANCE_HINTS, OpenVinoOptions
-from sam_triton.build.server.tritonserver import default_cache_dir
+from sam_triton.build.server.tritonserver import default_cache_dir, default_repository
 from sam_triton.build.tensorrt.precision import DEFAULT_PRECISION, FP32_GROUPS, PrecisionChoice, parse_groups
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 
@@ -35,6 +35,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_cache_argument(parser: argparse.ArgumentParser, *, default: Optional[Path] = None) -> None:
     where = str(default) if default else "$SAM_TRITON_CACHE or ~/.cache/sam-triton"
     parser.add_argument("--cache-dir", type=Path, default=default, help=f"Where exports, downloads and the server's backend directory are cached (default: {where}).")
+
+
+def add_repository_argument(parser: argparse.ArgumentParser, text: str) -> None:
+    """--repository; without it a command uses model_repository in the cache directory (``repository``)."""
+    parser.add_argument("--repository", type=Path, help=f"{text} (default: model_repository in the cache directory, i.e. ~/.cache/sam-triton/model_repository, $SAM_TRITON_CACHE/model_repository or under --cache-dir).")
+
+
+def repository(args: argparse.Namespace) -> Path:
+    """--repository, or the one default build, demo, serve, perf and soak share."""
+    return args.repository or default_repository(getattr(args, "cache_dir", None))
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:

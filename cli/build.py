@@ -35,7 +35,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_limit_arguments(parser)
     parser.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME,
                         help=f"The models' runtime (default: {DEFAULT_RUNTIME}). openvino: python-backend models running OpenVINO, the embedded CPU default; python: python-backend models running ONNX Runtime; onnxruntime and openvino-backend: Triton's own onnxruntime and openvino backends (NVIDIA's container); tensorrt: FP16 TensorRT engines on a GPU.")
-    parser.add_argument("--repository", type=Path, required=True, help="The model repository directory to write.")
+    a.add_repository_argument(parser, "The model repository directory to write.")
     parser.add_argument("--onnx-dir", type=Path, help="Where to export the ONNX graphs (default: a cache directory keyed by the weights).")
     a.add_instance_arguments(parser)
     parser.add_argument("--threads", type=int, default=0, help="Inference threads per instance (ONNX Runtime intra-op threads, OpenVINO INFERENCE_NUM_THREADS); 0 lets the runtime use every core.")

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from sam_triton.client import SamTritonError
 
-from . import build, demo, perf, segment, serve, soak
+from . import arguments, build, demo, perf, segment, serve, soak
 
 log = logging.getLogger("sam_triton")
 
@@ -59,6 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the exact command, for reports
+    if getattr(args, "repository", "") is None:  # build, serve, demo, perf, soak: one default for all
+        args.repository = arguments.repository(args)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command][1](args)

@@ -28,7 +28,7 @@ def concurrency_list(text: str) -> Tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_model_arguments(parser)
     a.add_cache_argument(parser)
-    parser.add_argument("--repository", type=Path, required=True, help="The model repository to serve and benchmark (with --url: the one that server serves).")
+    a.add_repository_argument(parser, "The model repository to serve and benchmark (with --url: the one that server serves).")
     parser.add_argument("--runtime", choices=sorted(RUNTIMES), help="Write the repository for this runtime from the model first, as `build` does with its defaults; omitted: benchmark the repository as it is.")
     parser.add_argument("--url", help="Benchmark a running server at this gRPC HOST:PORT instead of starting the embedded one.")
     parser.add_argument("--tritonserver", type=Path, help="Start this tritonserver binary instead of the embedded one (e.g. /opt/tritonserver/bin/tritonserver for --runtime onnxruntime).")

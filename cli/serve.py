@@ -11,7 +11,7 @@ from . import arguments as a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repository", type=Path, required=True, help="The model repository to serve.")
+    a.add_repository_argument(parser, "The model repository to serve.")
     parser.add_argument("--host", default="127.0.0.1", help="The address to bind; the default serves this machine only. Use 0.0.0.0 to serve the network.")
     parser.add_argument("--grpc-port", type=int, default=8001, help="The gRPC port.")
     parser.add_argument("--http-port", type=int, default=8000, help="The HTTP port (also used for health checks).")

@@ -12,7 +12,7 @@ from . import arguments as a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repository", type=Path, required=True, help="The model repository to serve (built, with its model files), e.g. by `sam-triton build`.")
+    a.add_repository_argument(parser, "The model repository to serve (built, with its model files), e.g. by `sam-triton build`.")
     parser.add_argument("--duration", type=float, default=600.0, help="Seconds of load, the warm-up included.")
     parser.add_argument("--warmup", type=float, default=60.0, help="Seconds of load before the server's memory is first measured.")
     parser.add_argument("--concurrency", type=int, default=16, help="Requests perf_analyzer keeps in flight on each of sam_decoder and sam.")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 # Distinct, readable colors for up to 10 masks (then they repeat).
 PALETTE = np.array(
@@ -19,9 +19,13 @@ PALETTE = np.array(
 
 
 def load_image(path: Path) -> np.ndarray:
-    """An image file -> HxWx3 uint8 RGB (as SAM's examples read them: no EXIF rotation)."""
+    """An image file -> HxWx3 uint8 RGB, upright: turned as its EXIF orientation tag says.
+
+    Phones store the sensor's pixels and record the rotation in EXIF; SAM's notebooks read with
+    ``cv2.imread``, which applies it, so a photo is segmented as its owner sees it.
+    """
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
 
 
 def save_mask(mask: np.ndarray, path: Path) -> Path:

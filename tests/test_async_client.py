@@ -45,6 +45,14 @@ def test_32_concurrent_tasks_match_the_sync_client(grpc_url, images, transport):
 
 
 def test_async_lifecycle_and_set_image_during_predicts(grpc_url, images):
+    click = dict(point_coords=np.array([[400, 260]]), point_labels=np.array([1]))
+    with SamClient(grpc_url, transport="grpc") as sync:  # each photo's answer to the click, for reference
+        sync.set_image(images["dog"])
+        dog = sync.predict(**click)
+        sync.set_image(images["truck"])
+        truck = sync.predict(**click)
+    assert rel_l2(dog[2], truck[2]) > 0.1  # the two embeddings answer the click differently: the check below can tell
+
     async def main():
         client = AsyncSamClient(grpc_url)
         assert client.state == "new" and client.transport is None
@@ -55,10 +63,15 @@ def test_async_lifecycle_and_set_image_during_predicts(grpc_url, images):
         assert client.state == "open" and client.limits.max_prompts >= 1  # the first call opened it
         await client.set_image(images["dog"])
         # predicts in flight keep reading the dog's embedding while the truck's replaces it
-        dog = [client.predict(point_coords=np.array([[400, 260]]), point_labels=np.array([1])) for _ in range(4)]
-        results = await asyncio.gather(*dog, client.set_image(images["truck"]))
-        assert all(r[0].shape[1:] == images["dog"].shape[:2] for r in results[:4])
+        in_flight = [client.predict(**click) for _ in range(4)]
+        results = await asyncio.gather(*in_flight, client.set_image(images["truck"]))
+        for masks, iou, logits in results[:4]:  # the dog's answer, not the truck's
+            assert masks.shape == dog[0].shape and np.mean(masks == dog[0]) >= 0.999
+            np.testing.assert_allclose(iou, dog[1], atol=1e-5)
+            assert rel_l2(logits, dog[2]) <= 1e-4
         assert client.original_size == images["truck"].shape[:2]
+        after = await client.predict(**click)  # and from then on the truck's
+        assert after[0].shape == truck[0].shape and rel_l2(after[2], truck[2]) <= 1e-4
         await client.close()
         await client.close()  # idempotent
         assert client.state == "closed"

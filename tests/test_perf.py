@@ -6,11 +6,21 @@ check that the report is complete and that every figure in it comes from parsed 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import importlib.metadata
 import io
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +32,7 @@ from sam_triton.client import contract
 from sam_triton.perf.benchmark.analyzer import Measurement, parse_csv, run_sweep
 from sam_triton.perf.benchmark.baselines import OrtRunner, TorchRunner, ort_embeddings
 from sam_triton.perf.benchmark.input_data import SINGLE_CLICKS, decode_entry, file_name, write_input_data
-from sam_triton.perf.benchmark.install import PerfAnalyzer, ensure_perf_analyzer, fetch, link_libraries
+from sam_triton.perf.benchmark.install import PERF_ANALYZER_VERSION, WHEEL_PLATFORMS, PerfAnalyzer, ensure_perf_analyzer, fetch, link_libraries
 from sam_triton.perf.benchmark.workload import build_workload
 
 from .conftest import IMAGE_NAMES, IMAGES_DIR
@@ -161,14 +171,62 @@ def test_a_level_perf_analyzer_cannot_measure_is_recorded(server, workload, tiny
     assert (tmp_path / "pa" / "sam_encoder-c1.log").read_text().startswith("$ ")
 
 
-def test_perf_analyzer_recipe_fetches_a_runnable_binary(tmp_path):
-    """The DEVELOPERS.md recipe on a clean tools folder: pip downloads the tritonclient wheel."""
-    home = fetch(tmp_path)
-    missing = link_libraries(tmp_path / "lib")
-    tool = PerfAnalyzer(home / "bin" / "perf_analyzer", (tmp_path / "lib",))
-    assert missing == [] and "Perf Analyzer Version 2.51.0" in tool.version()
-    again = ensure_perf_analyzer(tmp_path)
+def installed_tritonclient_wheel(folder: Path) -> Path:
+    """tritonclient's manylinux wheel, rebuilt into ``folder`` from this environment's install of it:
+    its perf_analyzer (checked against the sha256 pip recorded when installing the wheel) at the
+    wheel's path, and its METADATA and WHEEL files. A local package index for the fetch, offline."""
+    dist = importlib.metadata.distribution("tritonclient")
+    binary = next((f for f in dist.files or () if f.name == "perf_analyzer" and "bin" in f.parts), None)
+    if binary is None or binary.hash is None:
+        pytest.skip("this environment's tritonclient was not installed from its manylinux wheel (no bin/perf_analyzer in its RECORD)")
+    data = binary.locate().read_bytes()
+    assert base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode() == binary.hash.value
+    wheel = folder / f"tritonclient-{dist.version}-py3-none-{WHEEL_PLATFORMS['x86_64']}.whl"
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"tritonclient-{dist.version}.data/data/bin/perf_analyzer", data)
+        for name in ("METADATA", "WHEEL"):
+            archive.writestr(f"tritonclient-{dist.version}.dist-info/{name}", dist.read_text(name))
+        archive.writestr(f"tritonclient-{dist.version}.dist-info/RECORD", "")
+    return wheel
+
+
+def assert_fetched_binary_runs(tools: Path, home: Path) -> None:
+    missing = link_libraries(tools / "lib")
+    tool = PerfAnalyzer(home / "bin" / "perf_analyzer", (tools / "lib",))
+    assert missing == [] and f"Perf Analyzer Version {PERF_ANALYZER_VERSION}" in tool.version()
+    again = ensure_perf_analyzer(tools)
     assert again.version() == tool.version()
+
+
+def test_perf_analyzer_recipe_fetches_a_runnable_binary(tmp_path):
+    """The DEVELOPERS.md recipe on a clean tools folder, offline: pip downloads the tritonclient wheel
+    from a local folder holding it (--no-index --find-links), the binary is unpacked, linked and run."""
+    index = tmp_path / "index"
+    installed_tritonclient_wheel(index)
+    home = fetch(tmp_path / "tools", find_links=index)
+    assert_fetched_binary_runs(tmp_path / "tools", home)
+
+
+def package_index() -> str:
+    """The index pip uses here: $PIP_INDEX_URL, pip's configuration, else PyPI."""
+    if os.environ.get("PIP_INDEX_URL"):
+        return os.environ["PIP_INDEX_URL"]
+    done = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True, timeout=60)
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "https://pypi.org/simple"
+
+
+def test_perf_analyzer_recipe_fetches_from_the_package_index(tmp_path):
+    """The same recipe as a user runs it: pip downloads the wheel from the package index (skipped,
+    saying why, where the index cannot be reached)."""
+    index = package_index()
+    try:
+        with urllib.request.urlopen(f"{index.rstrip('/')}/tritonclient/", timeout=15):
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        pytest.skip(f"the package index {index} is unreachable from here ({exc}); the offline recipe test covers the rest")
+    home = fetch(tmp_path)
+    assert_fetched_binary_runs(tmp_path, home)
 
 
 def test_perf_rejects_bad_concurrency(capsys):

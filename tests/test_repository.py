@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from sam_triton.build.repository.assemble import RUNTIMES, RepositoryOptions, config_files
+from sam_triton.build.repository.assemble import RUNTIMES, RepositoryOptions, assemble, config_files, write_configs
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits
 
@@ -78,3 +78,54 @@ def test_server_reports_the_contract(grpc_url):
 def test_unknown_runtime_is_refused():
     with pytest.raises(ValueError, match="runtime 'cuda': expected one of"):
         RepositoryOptions(runtime="cuda")
+
+
+def _files(repository: Path):
+    return sorted(p.relative_to(repository).as_posix() for p in repository.rglob("*") if p.is_file())
+
+
+CONFIGS = ["sam/1/.gitkeep", "sam/config.pbtxt", "sam_decoder/config.pbtxt", "sam_encoder/config.pbtxt"]
+ONNX = ["sam_decoder/1/model.onnx", "sam_encoder/1/model.onnx"]
+PYTHON_MODELS = ["sam_decoder/1/model.py", "sam_encoder/1/model.py"]
+
+
+def test_a_rebuild_for_another_runtime_leaves_only_its_files(tmp_path, tiny_onnx):
+    repository = tmp_path / "model_repository"
+    (repository / "someone_elses_model" / "1").mkdir(parents=True)
+    (repository / "someone_elses_model" / "config.pbtxt").write_text('backend: "python"\n')
+    assemble(repository, RepositoryOptions(runtime="python"), onnx_dir=tiny_onnx[0])
+    (repository / "sam_encoder" / "1" / "__pycache__").mkdir()
+    (repository / "sam_encoder" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"left by the python backend")
+    (repository / "sam_decoder" / "1" / "model.plan").write_bytes(b"an old plan")
+    ours = [f for f in _files(repository) if not f.startswith("someone_elses_model/")]
+    assert ours == sorted(CONFIGS + ONNX + PYTHON_MODELS + ["sam_decoder/1/model.plan", "sam_encoder/1/__pycache__/model.cpython-311.pyc"])
+    for runtime in ("onnxruntime", "openvino-backend"):  # platform / backend runtimes: no model.py, no leftovers
+        assemble(repository, RepositoryOptions(runtime=runtime), onnx_dir=tiny_onnx[0])
+        assert _files(repository) == sorted(CONFIGS + ONNX + ["someone_elses_model/config.pbtxt"]), runtime
+        assert not (repository / "sam_encoder" / "1" / "__pycache__").exists()
+        assert config_files(RepositoryOptions(runtime=runtime))["sam_encoder/config.pbtxt"] == (repository / "sam_encoder" / "config.pbtxt").read_text()
+    write_configs(repository, RepositoryOptions(runtime="tensorrt"))  # before its plans are built: no ONNX graph stays
+    assert _files(repository) == sorted(CONFIGS + ["someone_elses_model/config.pbtxt"])
+    assemble(repository, RepositoryOptions(runtime="openvino"), onnx_dir=tiny_onnx[0])  # and back to the default
+    assert _files(repository) == sorted(CONFIGS + ONNX + PYTHON_MODELS + ["someone_elses_model/config.pbtxt"])
+    assert (repository / "someone_elses_model" / "1").is_dir()
+
+
+def checked_in_snapshot():
+    """Every file of the checked-in model_repository/ with its bytes and mtime: what no command may change."""
+    return {p.relative_to(CHECKED_IN).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in CHECKED_IN.rglob("*") if p.is_file()}
+
+
+def test_build_writes_the_default_repository_in_the_cache_not_the_checkout(tmp_path, cache_dir, tiny_onnx, capsys):
+    from sam_triton.cli.main import main
+
+    before = checked_in_snapshot()
+    own_cache = tmp_path / "cache"
+    assert main(["build", "--preset", "tiny", "--runtime", "python", "--cache-dir", str(own_cache), "--onnx-dir", str(tiny_onnx[0])]) == 0
+    assert f"wrote the python model repository at {own_cache / 'model_repository'}" in capsys.readouterr().out
+    assert _files(own_cache / "model_repository") == sorted(CONFIGS + ONNX + PYTHON_MODELS)
+    assert checked_in_snapshot() == before
+    code = main(["serve", "--cache-dir", str(tmp_path / "empty-cache")])
+    assert code == 1
+    assert (f"{tmp_path / 'empty-cache' / 'model_repository'} holds no model (no */config.pbtxt): it does not exist;"
+            " write it with `sam-triton build`") in capsys.readouterr().err

@@ -1,54 +1,168 @@
-"""Meta's official checkpoints: download into a cache, verified by the hash in their file names."""
+"""Meta's official checkpoints: downloaded into a cache, verified by their published MD5.
+
+Meta's file names end in the first 6 hex digits of the file's MD5 (``sam_vit_b_01ec64.pth`` has
+MD5 ``01ec64d2...``), not of its sha256. The full MD5s below are the ones other SAM projects'
+download tables list (IOPaint's ``iopaint/plugins/interactive_seg.py``, lama-cleaner's
+``plugins/interactive_seg.py``, and others, all agreeing); each agrees with its file name.
+
+Where the files come from is a ``CheckpointSource`` (base URL, file table, timeout), passed in by
+the caller, so tests point it at a loopback server. A download shows its progress (tqdm), resumes
+a partial ``.part`` file with an HTTP range request where the server honours one, and never
+leaves a file that does not match: a mismatch deletes it and says so. torch.hub's
+``download_url_to_file`` would draw the bar too, but has neither a timeout (a stalled connection
+would hang the demo) nor resumption, hence the short read loop here.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import logging
-import shutil
+import re
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
-
-from .presets import OFFICIAL_CHECKPOINTS, sha256_of
+from typing import Mapping, Optional
 
 log = logging.getLogger(__name__)
 
+META_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class OfficialFile:
+    """A checkpoint file and its full MD5; the name ends in the MD5's first 6 hex digits, as Meta's do."""
+
+    name: str
+    md5: str
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[0-9a-f]{32}", self.md5):
+            raise ValueError(f"{self.name}: md5 {self.md5!r} is not 32 lowercase hex digits")
+        suffix = Path(self.name).stem.rsplit("_", 1)[-1]
+        if suffix != self.md5[:6]:
+            raise ValueError(f"{self.name}: the name ends in {suffix!r}, but its md5 starts with {self.md5[:6]!r}")
+
+
+OFFICIAL_FILES: Mapping[str, OfficialFile] = {
+    "vit_b": OfficialFile("sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f8"),
+    "vit_l": OfficialFile("sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c"),
+    "vit_h": OfficialFile("sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointSource:
+    """Where official checkpoints are downloaded from: ``base_url`` + each file's name."""
+
+    base_url: str = META_BASE_URL
+    files: Mapping[str, OfficialFile] = field(default_factory=lambda: dict(OFFICIAL_FILES))
+    timeout_s: float = 30.0  # connecting, and each read: a stalled download fails instead of hanging
+    progress: bool = True  # a tqdm bar on stderr
+
+    def file(self, model_type: str) -> OfficialFile:
+        try:
+            return self.files[model_type]
+        except KeyError:
+            raise ValueError(f"model type {model_type!r}: no official checkpoint; expected one of {sorted(self.files)}") from None
+
+    def url(self, model_type: str) -> str:
+        return self.base_url.rstrip("/") + "/" + self.file(model_type).name
+
+
+META = CheckpointSource()
+
 
 class DownloadError(RuntimeError):
-    """The checkpoint could not be fetched (no network, or a corrupt file)."""
+    """The checkpoint could not be fetched (no network), or what came was not the file (wrong MD5)."""
 
 
-def download_official(model_type: str, cache_dir: Path, *, timeout_s: float = 20.0) -> Path:
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open(url: str, offset: int, timeout_s: float):
+    """The response for ``url`` from byte ``offset`` on, and the offset it really starts at (0 if the
+    server ignored the range), or None when the range starts at the end of the file."""
+    headers = {"User-Agent": "sam-triton", **({"Range": f"bytes={offset}-"} if offset else {})}
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # range not satisfiable: the part already holds the whole file (or more)
+            exc.close()
+            return None, offset
+        raise
+    if offset and response.status == 206:
+        start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+        if start and int(start.group(1)) == offset:
+            return response, offset
+    return response, 0
+
+
+def _fetch(url: str, part: Path, *, timeout_s: float, progress: bool) -> None:
+    """Download ``url`` into ``part``, appending to what an earlier, interrupted download left there."""
+    from tqdm import tqdm
+
+    have = part.stat().st_size if part.is_file() else 0
+    response, start = _open(url, have, timeout_s)
+    if response is None:
+        return
+    if have and start == 0:
+        log.info("%s: the server does not resume downloads; starting over", url)
+    elif have:
+        log.info("resuming %s at %.1f MB", url, have / 1e6)
+    length = response.headers.get("Content-Length")
+    with response, open(part, "ab" if start else "wb") as out, tqdm(
+        total=start + int(length) if length else None, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+        desc=part.name.removesuffix(".part"), disable=not progress,
+    ) as bar:
+        while chunk := response.read(CHUNK_BYTES):
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
+def download_official(model_type: str, cache_dir: Path, *, source: CheckpointSource = META) -> Path:
     """The official checkpoint of ``model_type`` in ``cache_dir/checkpoints``, downloaded if missing.
 
-    Meta's file names end in the first 6 hex digits of the file's sha256 (sam_vit_b_01ec64.pth);
-    a file that does not match is deleted and reported.
+    A cached file whose MD5 is wrong is downloaded again; a download whose MD5 is wrong is deleted
+    and raises DownloadError; an interrupted one keeps its ``.part`` file for the next call to resume.
     """
-    url = OFFICIAL_CHECKPOINTS[model_type]
-    target = Path(cache_dir) / "checkpoints" / url.rsplit("/", 1)[-1]
-    expected = target.stem.rsplit("_", 1)[-1]
-    if target.is_file() and sha256_of(target).startswith(expected):
-        return target
+    official = source.file(model_type)
+    url = source.url(model_type)
+    target = Path(cache_dir) / "checkpoints" / official.name
+    if target.is_file():
+        if md5_of(target) == official.md5:
+            return target
+        log.warning("%s: its MD5 is not %s (Meta's published MD5 of %s); downloading it again", target, official.md5, official.name)
+        target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
-    log.info("downloading %s", url)
+    part = target.with_name(target.name + ".part")
+    log.info("downloading %s to %s", url, target)
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response, open(partial, "wb") as out:
-            shutil.copyfileobj(response, out, length=1 << 20)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        partial.unlink(missing_ok=True)
-        raise DownloadError(f"could not download {url}: {exc}") from exc
-    if not sha256_of(partial).startswith(expected):
-        partial.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: the downloaded file's sha256 does not start with {expected}")
-    partial.replace(target)
+        _fetch(url, part, timeout_s=source.timeout_s, progress=source.progress)
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # timeouts, HTTP errors, cut connections
+        kept = part.stat().st_size if part.is_file() else 0
+        resume = f"; the {kept} bytes downloaded so far stay in {part} for the next run to resume" if kept else ""
+        raise DownloadError(f"could not download {url}: {exc}{resume}") from exc
+    digest = md5_of(part)
+    if digest != official.md5:
+        part.unlink()
+        raise DownloadError(f"{url}: the downloaded file's MD5 is {digest}, expected {official.md5} (Meta's published MD5 of"
+                            f" {official.name}); the file was deleted")
+    part.replace(target)
     return target
 
 
-def checkpoint_or_none(model_type: str, cache_dir: Path) -> Optional[Path]:
+def checkpoint_or_none(model_type: str, cache_dir: Path, *, source: CheckpointSource = META) -> Optional[Path]:
     """The official checkpoint, or None (with a warning) where it cannot be downloaded."""
     try:
-        return download_official(model_type, cache_dir)
+        return download_official(model_type, cache_dir, source=source)
     except DownloadError as exc:
         log.warning("%s", exc)
         return None

@@ -34,13 +34,6 @@ PRESETS: Dict[str, EncoderShape] = {
     "vit_h": EncoderShape(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
 }
 
-#: Meta's official checkpoints, for the demo's download and for naming.
-OFFICIAL_CHECKPOINTS = {
-    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-}
-
 DEFAULT_SEED = 0
 
 

@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from sam_triton.client import contract
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
@@ -218,17 +218,67 @@ def place_onnx(repository: Path, onnx_dir: Path) -> None:
             _link_or_copy(data, version_dir / data.name)
 
 
-def write_configs(repository: Path, options: RepositoryOptions) -> None:
+#: What a tensorrt model's version directory holds besides its config: the plan and its metadata
+#: (sam_triton.build.engine_metadata.METADATA_FILE).
+PLAN_FILES = ("model.plan", "model.plan.json")
+
+
+def runtime_files(options: RepositoryOptions, *, onnx_dir: Optional[Path] = None) -> Set[str]:
+    """Relative path of every file a repository of ``options`` holds: configs, python models and
+    each model's artifact (a plan and its metadata; an ONNX graph and, exported so, its external data)."""
+    files = set(config_files(options))
+    for model, graph, spec in ((contract.ENCODER_MODEL, ENCODER_FILE, options.spec),
+                               (contract.DECODER_MODEL, DECODER_FILE, options.decoder_spec)):
+        if spec.artifact == "model.plan":
+            files.update(f"{model}/1/{name}" for name in PLAN_FILES)
+            continue
+        files.add(f"{model}/1/{spec.artifact}")
+        if onnx_dir is not None and (Path(onnx_dir) / f"{graph}.data").exists():
+            files.add(f"{model}/1/{graph}.data")
+    return files
+
+
+def remove_stale_files(repository: Path, keep: Set[str]) -> List[str]:
+    """Delete every file under the repository's sam_encoder, sam_decoder and sam folders that is not in
+    ``keep`` (what an earlier build for another runtime left: model.py, model.onnx, plans), and the
+    folders left empty; other models' folders are not touched. Returns the removed paths."""
+    repository = Path(repository)
+    removed = []
+    for model in (contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL):
+        folder = repository / model
+        if not folder.is_dir():
+            continue
+        for root, dirs, files in os.walk(folder, topdown=False):  # deepest first; symlinks are removed, never followed
+            root = Path(root)
+            for name in files + [d for d in dirs if (root / d).is_symlink()]:
+                relative = (root / name).relative_to(repository).as_posix()
+                if relative not in keep:
+                    (root / name).unlink()
+                    removed.append(relative)
+            relative = root.relative_to(repository).as_posix()
+            if root != folder and not any(root.iterdir()) and not any(k.startswith(relative + "/") for k in keep):
+                root.rmdir()
+    if removed:
+        log.info("removed from %s what an earlier build left: %s", repository, ", ".join(removed))
+    return removed
+
+
+def write_configs(repository: Path, options: RepositoryOptions, *, onnx_dir: Optional[Path] = None) -> None:
+    """Write the configs (and python models) of ``options`` and remove what other runtimes' builds left."""
+    repository = Path(repository)
     for relative, text in config_files(options).items():
         path = repository / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    remove_stale_files(repository, runtime_files(options, onnx_dir=onnx_dir))
 
 
 def assemble(repository: Path, options: RepositoryOptions, *, onnx_dir: Optional[Path] = None) -> Path:
-    """Write configs, and the ONNX graphs for ONNX-based runtimes; returns the repository path."""
+    """Write configs, and the ONNX graphs for ONNX-based runtimes; returns the repository path.
+
+    Rebuilding into a repository written for another runtime leaves only this runtime's files."""
     repository = Path(repository)
-    write_configs(repository, options)
+    write_configs(repository, options, onnx_dir=onnx_dir)
     if options.spec.artifact == "model.onnx":
         if onnx_dir is None:
             raise ValueError(f"runtime {options.runtime} needs the exported ONNX graphs (onnx_dir)")

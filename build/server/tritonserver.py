@@ -144,6 +144,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SAM_TRITON_CACHE", Path.home() / ".cache" / "sam-triton"))
 
 
+def default_repository(cache_dir: Optional[Path] = None) -> Path:
+    """The model repository build, demo, serve, perf and soak use without --repository: in the cache
+    directory, beside the exports, never in the checkout (whose model_repository/ is the checked-in layout)."""
+    return Path(cache_dir or default_cache_dir()) / "model_repository"
+
+
 def model_names(repository: Path) -> List[str]:
     """The models of a repository: directories holding a config.pbtxt."""
     return sorted(p.parent.name for p in Path(repository).glob("*/config.pbtxt"))
@@ -215,7 +221,8 @@ class TritonServer:
         """Launch tritonserver and block until the server and every model in the repository are READY."""
         models = model_names(self.config.repository)
         if not models:
-            raise ServerStartError(f"{self.config.repository} holds no model (no */config.pbtxt)")
+            missing = "" if Path(self.config.repository).is_dir() else ": it does not exist; write it with `sam-triton build`"
+            raise ServerStartError(f"{self.config.repository} holds no model (no */config.pbtxt){missing}")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = self.command()
         log.info("starting %s", " ".join(command).replace(self.api_key, "<key>"))

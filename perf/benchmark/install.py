@@ -135,8 +135,11 @@ def _extract_binary(wheel: Path, bin_dir: Path) -> Path:
     return target
 
 
-def fetch(tools_dir: Path, version: str = PERF_ANALYZER_VERSION) -> Path:
-    """Download the tritonclient wheel with pip and unpack perf_analyzer into ``tools_dir``; returns its folder."""
+def fetch(tools_dir: Path, version: str = PERF_ANALYZER_VERSION, *, find_links: Optional[Path] = None) -> Path:
+    """Download the tritonclient wheel with pip and unpack perf_analyzer into ``tools_dir``; returns its folder.
+
+    pip asks its configured index, or only the folder of wheels ``find_links`` (``--no-index``: offline mirrors, tests).
+    """
     machine = platform.machine()
     if sys.platform != "linux" or machine not in WHEEL_PLATFORMS:
         raise PerfAnalyzerNotFound(
@@ -148,6 +151,8 @@ def fetch(tools_dir: Path, version: str = PERF_ANALYZER_VERSION) -> Path:
     with tempfile.TemporaryDirectory(dir=tools_dir) as scratch:
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                    "--platform", WHEEL_PLATFORMS[machine], f"tritonclient=={version}", "-d", scratch]
+        if find_links is not None:
+            command[4:4] = ["--no-index", "--find-links", str(find_links)]
         log.info("fetching perf_analyzer %s: %s", version, " ".join(command))
         done = subprocess.run(command, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
         wheels = sorted(Path(scratch).glob("tritonclient-*.whl"))
