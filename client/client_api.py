@@ -128,7 +128,7 @@ class SamClientAPI:
         while self._core.in_flight and time.monotonic() < deadline:
             yield Sleep(DRAIN_POLL_S)
         try:
-            yield from self._core.close()
+            yield from self._core.close(deadline)
         finally:
             yield Rpc("close")
             self._grpc = None

@@ -47,7 +47,7 @@ from .core_transport import (
     MASK_INPUT_BYTES_PER_PROMPT,
     TransportFlows,
 )
-from .errors import ClientClosedError, InvalidInputError, NoImageSetError
+from .errors import ClientClosedError, InvalidInputError, NoImageSetError, server_may_still_run
 from .ops import Flow, RetryPolicy, read_rpc
 from .prompts import DecoderPrompt
 from .region_pool import RegionPool
@@ -179,9 +179,10 @@ class SamCore(TransportFlows):
             self.state = "closing"
             return True
 
-    def close(self) -> Flow:
+    def close(self, deadline: float) -> Flow:
         """Forget the image, unregister and free every idle region (call after in-flight calls
-        drained; a region still busy is freed when its call ends)."""
+        drained; a region still busy is freed when its call ends); wait until ``deadline``
+        (``time.monotonic()``) for the server to let go of quarantined regions."""
         self.reset_image()
         if self._zeros is not None and self.pool is not None:
             self.pool.release(self._zeros)
@@ -189,6 +190,7 @@ class SamCore(TransportFlows):
             if self.pool is not None:
                 for region in self.pool.close():
                     yield from self._destroy(region, self.timeout_s)
+                yield from self._drain_quarantine(deadline)
         finally:
             self.state = "closed"
 
@@ -205,12 +207,15 @@ class SamCore(TransportFlows):
             with self._lock:
                 self._in_flight -= 1
         if self.pool is not None:
-            for region in self.pool.surplus():
-                if self.state == "closed":  # a call that outlived close(): the channel is gone
+            if self.state == "closed":  # a call that outlived close(): the channel is gone
+                for region in self.pool.surplus() + self.pool.take_quarantined():
                     log.warning("freeing shared-memory region %s after close(); the server may still list it", region.name)
+                    self.pool.retire(region)
                     region.destroy()
-                else:
+            else:
+                for region in self.pool.surplus():
                     yield from self._destroy(region, self.timeout_s)
+                yield from self._retire_quarantined(self.timeout_s)
         return result
 
     @property
@@ -247,6 +252,17 @@ class SamCore(TransportFlows):
             self.pool.release(embedded.placed.region)
 
     # -- model calls -------------------------------------------------------------------------
+    def end_lease(self, region: Any, error: Optional[BaseException]) -> None:
+        """Give back a region the server wrote outputs into; after an ``error`` with which the
+        request may still run there (a timeout, a cancel), quarantine it instead: a late write
+        must not land in the next call's tensors."""
+        if error is not None and server_may_still_run(error):
+            log.warning("quarantining shared-memory region %s: its request ended with %s and may still write into it",
+                        region.name, type(error).__name__)
+            self.pool.quarantine(region)  # type: ignore[union-attr]
+        else:
+            self.pool.release(region)  # type: ignore[union-attr]
+
     def embed(self, state: ImageState, timeout_s: float) -> Flow:
         """Run sam_encoder on a prepared image; returns an ``Embedded`` (held: ``release`` it)."""
         region = yield from self._lease(EMBEDDING_BYTES, timeout_s)
@@ -255,9 +271,9 @@ class SamCore(TransportFlows):
             outputs = yield from self.infer(ENCODER_MODEL, state.encoder_inputs, (IMAGE_EMBEDDINGS.name,), timeout_s,
                                             shm_outputs={IMAGE_EMBEDDINGS.name: placed} if placed else None,
                                             read=placed is None)
-        except BaseException:
+        except BaseException as exc:
             if region is not None:
-                self.pool.release(region)  # type: ignore[union-attr]
+                self.end_lease(region, exc)
             raise
         if placed is not None:
             return Embedded(state, placed=placed)
@@ -286,9 +302,12 @@ class SamCore(TransportFlows):
         try:
             outputs = yield from self.infer(DECODER_MODEL, arrays, OUTPUT_NAMES, timeout_s,
                                             shm_inputs=shm_inputs, shm_outputs=shm_outputs)
-        finally:
+        except BaseException as exc:
             if region is not None:
-                self.pool.release(region)  # type: ignore[union-attr]
+                self.end_lease(region, exc)
+            raise
+        if region is not None:
+            self.end_lease(region, None)
         return outputs[IOU_PREDICTIONS.name][0], outputs[LOW_RES_MASKS.name][0]
 
     def infer(self, model: str, arrays: Dict[str, np.ndarray], output_names: Tuple[str, ...], timeout_s: float, *,
