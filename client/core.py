@@ -25,10 +25,11 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .channel_options import ChannelOptions, check_headers
 from .contract import (
     DECODER_MODEL,
     ENCODER_MODEL,
@@ -48,7 +49,7 @@ from .core_transport import (
     TransportFlows,
 )
 from .errors import ClientClosedError, InvalidInputError, NoImageSetError, server_may_still_run
-from .ops import Flow, RetryPolicy, read_rpc
+from .ops import Flow, RetryPolicy, read_rpc, with_headers
 from .prompts import DecoderPrompt
 from .region_pool import RegionPool
 from .regions import REGION_KINDS, Placed, unique_region_name
@@ -101,6 +102,7 @@ class SamCore(TransportFlows):
         cuda_device: int,
         max_regions: int,
         api_key: Optional[str],
+        channel: Optional[ChannelOptions] = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise InvalidInputError("transport", f"got {transport!r}; expected one of {', '.join(TRANSPORTS)}")
@@ -117,6 +119,7 @@ class SamCore(TransportFlows):
         self.max_regions = max_regions
         # None: $SAM_TRITON_API_KEY or the key file of a local `sam-triton serve` (server_key.find_key)
         self.api_key = None if api_key is None else check_key(api_key, "api_key")
+        self.channel = channel or ChannelOptions()  # TLS, keepalive, channel arguments, headers of every call
         self.state = "new"
         self.pool: Optional[RegionPool] = None
         self._prefix = unique_region_name() + "_"
@@ -194,9 +197,16 @@ class SamCore(TransportFlows):
         finally:
             self.state = "closed"
 
-    def session(self, flow: Flow) -> Flow:
-        """Run one public call's ``flow``: refuse it unless open, count it in flight, and free
-        surplus regions afterwards."""
+    def headed(self, flow: Flow, headers: Optional[Mapping[str, str]] = None) -> Flow:
+        """``flow`` with the client's ``headers`` and then this call's on each of its RPCs."""
+        return with_headers(flow, {**self.channel.headers, **check_headers(headers)})
+
+    def session(self, flow: Flow, headers: Optional[Mapping[str, str]] = None) -> Flow:
+        """Run one public call's ``flow`` with the client's and the call's ``headers``."""
+        return self.headed(self._session(flow), headers)
+
+    def _session(self, flow: Flow) -> Flow:
+        """Refuse ``flow`` unless open, count it in flight, and free surplus regions afterwards."""
         with self._lock:
             if self.state != "open":
                 raise ClientClosedError("this client is closed; create a new one")

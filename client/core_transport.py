@@ -51,6 +51,7 @@ class TransportFlows:
     transport: Optional[str]
     api_key: Optional[str]
     requested_transport: str
+    channel: Any  # ChannelOptions
 
     # -- connection --------------------------------------------------------------------------
     def _rpc(self, rpc: Any) -> Flow:
@@ -79,10 +80,18 @@ class TransportFlows:
             if remaining <= 0:
                 raise ServerUnavailableError(
                     f"Triton at {self.url} was not ready within connect_timeout_s={self.connect_timeout_s:g}"
-                    + (f" (last error: {last_error})" if last_error else " (it answers, but is not ready)"),
+                    + (f" (last error: {last_error}){self._tls_hint()}" if last_error else " (it answers, but is not ready)"),
                     status="UNAVAILABLE") from last_error
             yield Sleep(min(self.retry.backoff_s(attempt), remaining))
             attempt += 1
+
+    def _tls_hint(self) -> str:
+        """What to check when no connection came up: the channel's TLS settings against the server's."""
+        if self.channel.secure:
+            return ("; this client uses TLS: the server must serve TLS (--grpc-use-ssl) with a certificate for this"
+                    " address that root_certificates (or gRPC's default roots) verifies, and with --grpc-use-ssl-mutual"
+                    " this client needs private_key and certificate_chain")
+        return "; a server that serves TLS closes plaintext connections: then pass ssl=True and root_certificates="
 
     def _reconnect_if_needed(self) -> Flow:
         """After an UNAVAILABLE: wait for the server, then re-register regions a restart lost."""

@@ -15,6 +15,7 @@ flow that follows an UNAVAILABLE first re-checks readiness (retried) before it s
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple
@@ -120,3 +121,25 @@ def read_rpc(method: str, *, model: Optional[str] = None, timeout_s: float, **kw
     """An idempotent read (health, config, status), retried on UNAVAILABLE."""
     arguments: Dict[str, Any] = dict(kwargs, client_timeout=timeout_s)
     return Rpc(method, arguments, model=model, idempotent=True)
+
+
+def with_headers(flow: Flow, headers: Mapping[str, str]) -> Flow:
+    """``flow`` with ``headers`` added to the gRPC metadata of every ``Rpc`` it yields (an
+    Rpc's own headers, such as the server's key, are merged over them). ``Rpc("close")`` closes
+    the channel locally and takes none."""
+    if not headers:
+        return (yield from flow)
+    result: Any = None
+    error: Optional[BaseException] = None
+    while True:
+        try:
+            op = flow.throw(error) if error is not None else flow.send(result)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(op, Rpc) and op.method != "close":
+            merged = {**headers, **(op.kwargs.get("headers") or {})}
+            op = dataclasses.replace(op, kwargs={**op.kwargs, "headers": merged})
+        try:
+            result, error = (yield op), None
+        except BaseException as exc:  # thrown in by the driver: hand it to the flow
+            result, error = None, exc
