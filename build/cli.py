@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Open this Triton API to every client that reaches the server (repeatable). By default the shared-memory"
                             " and model-repository APIs answer only requests carrying the server's key, which local clients read"
                             " from a file only this user can read (see the README's Security section).")
+    serve.add_argument("--grpc-use-ssl", action="store_true", help="Serve gRPC over TLS (needs --grpc-server-cert and --grpc-server-key).")
+    serve.add_argument("--grpc-use-ssl-mutual", action="store_true", help="Serve gRPC over TLS and require client certificates signed by --grpc-root-cert.")
+    serve.add_argument("--grpc-server-cert", type=Path, help="The server's PEM certificate (chain), for TLS.")
+    serve.add_argument("--grpc-server-key", type=Path, help="The server's PEM private key, for TLS.")
+    serve.add_argument("--grpc-root-cert", type=Path, help="The PEM root certificate client certificates must be signed by (mutual TLS).")
+    serve.add_argument("--grpc-header-forward-pattern", help="A regex of gRPC request headers Triton passes to the models as request parameters.")
     serve.add_argument("--ready-timeout", type=float, default=600.0, help="Seconds to wait for every model to be READY.")
     serve.add_argument("--log-file", type=Path, help="Where tritonserver's log goes (default: in the cache directory).")
     _add_cache_argument(serve)
@@ -271,7 +277,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         repository=args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, tritonserver=args.tritonserver, exit_timeout_s=args.exit_timeout,
-        restricted_apis=restricted(args.unrestricted_api),
+        restricted_apis=restricted(args.unrestricted_api), grpc_use_ssl=args.grpc_use_ssl,
+        grpc_use_ssl_mutual=args.grpc_use_ssl_mutual, grpc_server_cert=args.grpc_server_cert,
+        grpc_server_key=args.grpc_server_key, grpc_root_cert=args.grpc_root_cert,
+        grpc_header_forward_pattern=args.grpc_header_forward_pattern,
     )
     from .engine_metadata import ensure_plans_fresh, tensorrt_models
     from .tensorrt_engine import current_runtime
@@ -300,7 +309,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         server.start(timeout_s=args.ready_timeout)
         keyed = f"; {', '.join(config.restricted_apis)} API key in {key_file(config.grpc_port)}" if config.restricted_apis else ""
-        print(f"serving {args.repository} on gRPC {config.grpc_url} (HTTP {config.http_url}); log: {server.log_path}{keyed}", flush=True)
+        print(f"serving {args.repository} on gRPC {config.grpc_url}{' over TLS' if config.tls else ''} (HTTP {config.http_url}); log: {server.log_path}{keyed}", flush=True)
         status = server.wait()
         print(f"tritonserver exited on its own with status {status}:\n{server.log_tail()}", file=sys.stderr)
         return status or 1
