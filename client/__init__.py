@@ -5,6 +5,8 @@ predict_batch, segment and generate (SamAutomaticMaskGenerator's masks). Depends
 pillow and tritonclient[grpc]; never on torch or tensorrt.
 """
 
+from tritonclient.grpc import KeepAliveOptions  # tritonclient's, re-exported for keepalive_options=
+
 from .aio import AsyncSamClient
 from .amg.generator import MaskGeneratorOptions
 from .client import SamClient
@@ -30,6 +32,7 @@ __all__ = [
     "AsyncSamClient",
     "MaskGeneratorOptions",
     "RetryPolicy",
+    "KeepAliveOptions",
     "Limits",
     "DEFAULT_LIMITS",
     "SamTritonError",

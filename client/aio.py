@@ -19,7 +19,6 @@ from .contract import Limits
 from .transport.drivers import run_async
 from .errors import ClientNotOpenError
 from .transport.ops import Flow
-from .transport.triton_io import GRPC_CHANNEL_ARGS
 
 
 def awaitable(builder: Callable[..., Flow]) -> Callable[..., Any]:
@@ -47,7 +46,7 @@ class AsyncSamClient(SamClientAPI):
         """Connect: wait for the server, read the decoder's limits, set up the transport."""
         async with self._open_lock:
             if self._core.should_open():
-                self._grpc = aioclient.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
+                self._grpc = aioclient.InferenceServerClient(self.url, **self._core.channel.client_kwargs())
                 await run_async(self._open_flow(), self._grpc)
         return self
 

@@ -20,7 +20,6 @@ from .client_api import SamClientAPI, as_public_method
 from .contract import Limits
 from .transport.drivers import run_blocking
 from .transport.ops import Flow
-from .transport.triton_io import GRPC_CHANNEL_ARGS
 
 
 def blocking(builder: Callable[..., Flow]) -> Callable[..., Any]:
@@ -47,6 +46,14 @@ class SamClient(SamClientAPI):
     None reads ``$SAM_TRITON_API_KEY``, else the key file a local ``sam-triton serve`` wrote (see
     ``sam_triton.client.transport.server_key``).
 
+    A remote server (tritonclient's own names): ``ssl=True`` for TLS, with ``root_certificates``
+    (a PEM file; None: gRPC's default roots) and, for a client certificate, ``private_key`` and
+    ``certificate_chain``; or ``creds``, a ``grpc.ChannelCredentials``. ``headers``: gRPC metadata
+    sent with every request (an auth token, the session header a gateway routes on); each call
+    also takes ``headers=``, merged over them. ``keepalive_options``: a
+    ``tritonclient.grpc.KeepAliveOptions``. ``channel_args``: ("grpc.option", value) pairs added to
+    the client's own channel arguments (see ``sam_triton.client.channel_options``).
+
     The client connects on ``open()``, on ``with``, or on its first call; ``close()`` unregisters
     and frees its shared memory. Safe to share between threads.
     """
@@ -63,7 +70,7 @@ class SamClient(SamClientAPI):
         """Connect: wait for the server, read the decoder's limits, set up the transport."""
         with self._open_lock:
             if self._core.should_open():
-                self._grpc = grpcclient.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
+                self._grpc = grpcclient.InferenceServerClient(self.url, **self._core.channel.client_kwargs())
                 run_blocking(self._open_flow(), self._grpc)
         return self
 
@@ -85,9 +92,10 @@ class SamClient(SamClientAPI):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _infer(self, model: str, arrays: Dict[str, np.ndarray], output_names: Tuple[str, ...]) -> Dict[str, np.ndarray]:
+    def _infer(self, model: str, arrays: Dict[str, np.ndarray], output_names: Tuple[str, ...], *,
+               headers: Optional[Dict[str, str]] = None) -> Dict[str, np.ndarray]:
         """One raw inference, past the client-side checks (tests use it to reach the server's)."""
-        return self._run(self._core.session(self._core.infer(model, arrays, output_names, self.timeout_s)))
+        return self._run(self._core.session(self._core.infer(model, arrays, output_names, self.timeout_s), headers))
 
     def _run(self, flow: Flow) -> Any:
         if self._core.state == "new":

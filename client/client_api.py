@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .amg import generator as automatic
 from . import flows as predictor_flows
+from .amg import generator as automatic
 from .amg.generator import MaskGeneratorOptions
+from .transport.channel_options import ChannelOptions
 from .contract import Limits
 from .transport.core import SamCore
 from .transport.ops import Flow, RetryPolicy, Rpc, Sleep
@@ -47,10 +48,21 @@ class SamClientAPI:
         cuda_device: int = 0,
         max_regions: int = 16,
         api_key: Optional[str] = None,
+        ssl: bool = False,
+        root_certificates: Optional[str] = None,
+        private_key: Optional[str] = None,
+        certificate_chain: Optional[str] = None,
+        creds: Any = None,
+        keepalive_options: Any = None,
+        channel_args: Optional[Sequence[Tuple[str, Any]]] = None,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> None:
+        channel = ChannelOptions(ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+                                 certificate_chain=certificate_chain, creds=creds, keepalive_options=keepalive_options,
+                                 channel_args=channel_args, headers=headers or {})
         self._core = SamCore(url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s, transport=transport,
                              retry=retry or RetryPolicy(), limits=limits, cuda_device=cuda_device, max_regions=max_regions,
-                             api_key=api_key)
+                             api_key=api_key, channel=channel)
         self._grpc: Any = None
         self._open_lock = self._make_open_lock()
 
@@ -111,7 +123,7 @@ class SamClientAPI:
     def _open_flow(self) -> Flow:
         """Connect over the channel just made; on failure close it again."""
         try:
-            yield from self._core.open()
+            yield from self._core.headed(self._core.open())
         except BaseException:
             yield Rpc("close")
             self._grpc = None
@@ -129,20 +141,22 @@ class SamClientAPI:
         while self._core.in_flight and time.monotonic() < deadline:
             yield Sleep(DRAIN_POLL_S)
         try:
-            yield from self._core.close()
+            yield from self._core.headed(self._core.close(deadline))
         finally:
             yield Rpc("close")
             self._grpc = None
 
     # -- calls, as flows ---------------------------------------------------------------------
-    def _set_image(self, image: Any, image_format: str = "RGB", *, timeout_s: Optional[float] = None) -> Flow:
+    def _set_image(self, image: Any, image_format: str = "RGB", *, timeout_s: Optional[float] = None,
+                   headers: Optional[Mapping[str, str]] = None) -> Flow:
         """Embed an HxWx3 uint8 image (RGB, or BGR with ``image_format``) with ``sam_encoder``.
 
         With transport "shm"/"cuda" the embedding stays in a region on the server's side of the
-        socket; with "grpc" it comes back (4 MB) and is re-sent with each predict.
+        socket; with "grpc" it comes back (4 MB) and is re-sent with each predict. Every call also
+        takes ``headers=``: gRPC metadata for its requests, merged over the client's ``headers``.
         """
         return (yield from self._core.session(
-            predictor_flows.set_image(self._core, image, image_format, self._core.timeout(timeout_s))))
+            predictor_flows.set_image(self._core, image, image_format, self._core.timeout(timeout_s)), headers))
 
     def _predict(
         self,
@@ -154,6 +168,7 @@ class SamClientAPI:
         return_logits: bool = False,
         *,
         timeout_s: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> Flow:
         """Masks for one prompt on the current image, exactly as ``SamPredictor.predict``.
 
@@ -164,7 +179,7 @@ class SamClientAPI:
         """
         return (yield from self._core.session(predictor_flows.predict(
             self._core, point_coords=point_coords, point_labels=point_labels, box=box, mask_input=mask_input,
-            multimask_output=multimask_output, return_logits=return_logits, timeout_s=self._core.timeout(timeout_s))))
+            multimask_output=multimask_output, return_logits=return_logits, timeout_s=self._core.timeout(timeout_s)), headers))
 
     def _predict_batch(
         self,
@@ -176,6 +191,7 @@ class SamClientAPI:
         return_logits: bool = False,
         *,
         timeout_s: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> Flow:
         """P prompts on the current image in as few requests as the decoder's limits allow.
 
@@ -186,7 +202,7 @@ class SamClientAPI:
         """
         return (yield from self._core.session(predictor_flows.predict_batch(
             self._core, point_coords=point_coords, point_labels=point_labels, boxes=boxes, mask_inputs=mask_inputs,
-            multimask_output=multimask_output, return_logits=return_logits, timeout_s=self._core.timeout(timeout_s))))
+            multimask_output=multimask_output, return_logits=return_logits, timeout_s=self._core.timeout(timeout_s)), headers))
 
     def _segment(
         self,
@@ -200,6 +216,7 @@ class SamClientAPI:
         image_format: str = "RGB",
         *,
         timeout_s: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> Flow:
         """One request through the ``sam`` ensemble: image and prompt in, ``predict``'s result out.
 
@@ -208,11 +225,11 @@ class SamClientAPI:
         return (yield from self._core.session(predictor_flows.segment(
             self._core, image, point_coords=point_coords, point_labels=point_labels, box=box, mask_input=mask_input,
             multimask_output=multimask_output, return_logits=return_logits, image_format=image_format,
-            timeout_s=self._core.timeout(timeout_s))))
+            timeout_s=self._core.timeout(timeout_s)), headers))
 
     def _generate(
         self, image: Any, options: Optional[MaskGeneratorOptions] = None, *, timeout_s: Optional[float] = None,
-        **overrides: Any,
+        headers: Optional[Mapping[str, str]] = None, **overrides: Any,
     ) -> Flow:
         """All masks of an HxWx3 uint8 RGB image, as ``SamAutomaticMaskGenerator.generate``.
 
@@ -226,4 +243,4 @@ class SamClientAPI:
         image is untouched). ``timeout_s`` bounds each request.
         """
         chosen = automatic.generate_options(options, overrides)
-        return (yield from self._core.session(automatic.generate(self._core, image, chosen, self._core.timeout(timeout_s))))
+        return (yield from self._core.session(automatic.generate(self._core, image, chosen, self._core.timeout(timeout_s)), headers))

@@ -90,6 +90,17 @@ _BY_STATUS = {
 }
 
 
+def server_may_still_run(exc: BaseException) -> bool:
+    """Whether a request that ended with ``exc`` may still run on the server, and so still write
+    its outputs: a timeout, a lost connection, a cancel (asyncio's CancelledError too), anything
+    but the server's own answer. Triton does not stop a request whose client gave up."""
+    if isinstance(exc, (RequestTimeoutError, ServerUnavailableError)):
+        return True
+    if isinstance(exc, ServerError):
+        return exc.status == "CANCELLED"
+    return True
+
+
 def status_name(exc: BaseException) -> Optional[str]:
     """The gRPC status code name of a tritonclient error ("UNAVAILABLE"), or None."""
     status = getattr(exc, "status", None)

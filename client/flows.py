@@ -1,7 +1,8 @@
 """SamPredictor's calls as flows over ``SamCore``: set_image, predict, predict_batch, segment.
 
-Each flow checks its arguments before it yields anything, so bad input raises
-``InvalidInputError`` before a byte is sent.
+Each flow checks its arguments before it sends anything, so bad input raises
+``InvalidInputError`` before a byte is sent. Image preparation and full-resolution upsampling are
+``Compute`` ops: the asyncio client runs them in a worker thread, off its event loop.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import numpy as np
 
 from .contract import ENSEMBLE_MODEL, LOW_RES_SIZE, NUM_MASK_OUTPUTS
 from .transport.core import Embedded, SamCore
-from .transport.ops import Flow
+from .transport.ops import Flow, compute
 from .predictor.prompt_batches import encode_prompt_batch, plan_requests
 from .predictor.prompts import DecoderPrompt, encode_prompt
 from .predictor.requests import OUTPUT_NAMES, image_request, predictions, prompt_request, upsampled
 
 def set_image(core: SamCore, image: object, image_format: str, timeout_s: float) -> Flow:
     """Embed an HxWx3 uint8 image and make it the current one."""
-    state = image_request(image, image_format)
+    state = yield from compute(image_request, image, image_format)
     embedded = yield from core.embed(state, timeout_s)
     core.set_current(embedded)
 
@@ -53,8 +54,8 @@ def predict(
         iou, low_res = yield from core.decode(embedded, [prompt], timeout_s)
     finally:
         core.release(embedded)
-    masks, iou, low_res = upsampled(iou, low_res, embedded.state, multimask_output=multimask_output,
-                                    return_logits=return_logits)
+    masks, iou, low_res = yield from compute(upsampled, iou, low_res, embedded.state, multimask_output=multimask_output,
+                                             return_logits=return_logits)
     return masks[0], iou[0], low_res[0]
 
 
@@ -71,7 +72,8 @@ def predict_batch(
         iou, low_res = yield from decode_all(core, embedded, prompts, timeout_s)
     finally:
         core.release(embedded)
-    return upsampled(iou, low_res, embedded.state, multimask_output=multimask_output, return_logits=return_logits)
+    return (yield from compute(upsampled, iou, low_res, embedded.state, multimask_output=multimask_output,
+                               return_logits=return_logits))
 
 
 def segment(
@@ -79,11 +81,12 @@ def segment(
     multimask_output: bool, return_logits: bool, image_format: str, timeout_s: float,
 ) -> Flow:
     """One request through the ``sam`` ensemble; stateless (the current image is untouched)."""
-    state = image_request(image, image_format)
+    state = yield from compute(image_request, image, image_format)
     prompt = encode_prompt(state.original_size, point_coords=point_coords, point_labels=point_labels, box=box,
                            mask_input=mask_input, limits=core.limits)
     arrays = dict(state.encoder_inputs)
     arrays.update(prompt_request([prompt]))
     outputs = yield from core.infer(ENSEMBLE_MODEL, arrays, OUTPUT_NAMES, timeout_s)
-    masks, iou, low_res = predictions(outputs, state, multimask_output=multimask_output, return_logits=return_logits)
+    masks, iou, low_res = yield from compute(predictions, outputs, state, multimask_output=multimask_output,
+                                             return_logits=return_logits)
     return masks[0], iou[0], low_res[0]

@@ -104,6 +104,12 @@ class ServerConfig:
     ``restricted_apis``: Triton APIs that need the key (see ``restricted_apis``); ``api_key``: the
     key, None for ``$SAM_TRITON_API_KEY`` or a new random one per ``TritonServer``, written to
     ``sam_triton.client.transport.server_key.key_file(grpc_port)`` for local clients while it runs.
+
+    TLS on gRPC (tritonserver's flags, same names): ``grpc_use_ssl`` with ``grpc_server_cert`` and
+    ``grpc_server_key`` (PEM files); ``grpc_use_ssl_mutual`` also asks clients for a certificate
+    signed by ``grpc_root_cert``. ``grpc_header_forward_pattern``: a regex of request headers Triton
+    passes to models as request parameters. HTTP stays plaintext (tritonserver has no TLS for it):
+    keep it on loopback, or behind a gateway that terminates TLS.
     """
 
     repository: Path
@@ -117,6 +123,12 @@ class ServerConfig:
     log_verbose: int = 0
     restricted_apis: Tuple[str, ...] = DEFAULT_RESTRICTED
     api_key: Optional[str] = None
+    grpc_use_ssl: bool = False
+    grpc_use_ssl_mutual: bool = False
+    grpc_server_cert: Optional[Path] = None
+    grpc_server_key: Optional[Path] = None
+    grpc_root_cert: Optional[Path] = None
+    grpc_header_forward_pattern: Optional[str] = None
     extra_args: Tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -125,6 +137,44 @@ class ServerConfig:
             raise ValueError(f"restricted_apis: {unknown} are not among Triton's restrictable {RESTRICTABLE_APIS}")
         if self.api_key is not None:
             check_key(self.api_key, "api_key")
+        self._check_tls()
+        if self.grpc_header_forward_pattern is not None:
+            try:
+                re.compile(self.grpc_header_forward_pattern)
+            except re.error as exc:
+                raise ValueError(f"grpc_header_forward_pattern: {self.grpc_header_forward_pattern!r} is not a regex ({exc})") from None
+
+    def _check_tls(self) -> None:
+        """TLS needs the server's certificate and key; mutual TLS also the clients' root; files exist."""
+        files = {"grpc_server_cert": self.grpc_server_cert, "grpc_server_key": self.grpc_server_key, "grpc_root_cert": self.grpc_root_cert}
+        if not self.tls:
+            given = [name for name, path in files.items() if path is not None]
+            if given:
+                raise ValueError(f"{given[0]} is used only with grpc_use_ssl=True (or grpc_use_ssl_mutual=True)")
+            return
+        needed = ["grpc_server_cert", "grpc_server_key"] + (["grpc_root_cert"] if self.grpc_use_ssl_mutual else [])
+        for name in needed:
+            if files[name] is None:
+                raise ValueError(f"{name}: TLS{' with client certificates' if self.grpc_use_ssl_mutual else ''} needs this PEM file")
+        for name, path in files.items():
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: {str(path)!r} is not a file; expected a PEM file")
+
+    @property
+    def tls(self) -> bool:
+        return self.grpc_use_ssl or self.grpc_use_ssl_mutual
+
+    def tls_args(self) -> List[str]:
+        """tritonserver's TLS and header-forwarding flags for these settings."""
+        args = []
+        if self.tls:
+            args.append("--grpc-use-ssl-mutual=true" if self.grpc_use_ssl_mutual else "--grpc-use-ssl=true")
+            args += [f"--grpc-server-cert={Path(self.grpc_server_cert).resolve()}", f"--grpc-server-key={Path(self.grpc_server_key).resolve()}"]  # type: ignore[arg-type]
+            if self.grpc_root_cert is not None:
+                args.append(f"--grpc-root-cert={Path(self.grpc_root_cert).resolve()}")
+        if self.grpc_header_forward_pattern is not None:
+            args.append(f"--grpc-header-forward-pattern={self.grpc_header_forward_pattern}")
+        return args
 
     @classmethod
     def on_free_ports(cls, repository: Path, **settings) -> "ServerConfig":
@@ -198,6 +248,7 @@ class TritonServer:
             f"--exit-timeout-secs={cfg.exit_timeout_s}",
             f"--log-verbose={cfg.log_verbose}",
             *restriction_args(key=self.api_key, apis=cfg.restricted_apis),
+            *cfg.tls_args(),
         ]
         backend_dir = cfg.backend_directory
         if backend_dir is None and cfg.tritonserver is None:

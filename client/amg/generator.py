@@ -5,7 +5,8 @@ The pipeline is Meta's (segment_anything/automatic_mask_generator.py), step for 
 single-point prompts sent in batched decoder requests; masks filtered by predicted IoU and
 stability score, boxed, dropped when they touch an inner crop edge, run-length encoded, and
 de-duplicated by box NMS within the crop and then across crops; optionally small holes and
-islands removed. Only the encoder and the decoder run on the server.
+islands removed. Only the encoder and the decoder run on the server; the client-side steps are
+``Compute`` ops, which the asyncio client runs in a worker thread, off its event loop.
 """
 
 from __future__ import annotations
@@ -33,16 +34,14 @@ from ..contract import LABEL_FOREGROUND, LABEL_PADDING, LOW_RES_SIZE
 from ..transport.core import SamCore
 from ..errors import InvalidInputError
 from .mask_set import SEGMENTATION_ENCODERS, MaskSet
-from ..transport.ops import Flow
 from ..flows import decode_all
 from ..predictor.prompts import DecoderPrompt, select_outputs
-from ..predictor.requests import MASK_THRESHOLD, ImageState, image_request
+from ..predictor.requests import MASK_THRESHOLD, ImageState, image_request, upsample_chunk
 from ..predictor.transforms import apply_coords, postprocess_masks
 from ..predictor.validation import check_image
+from ..transport.ops import Flow, compute
 
 OUTPUT_MODES = tuple(SEGMENTATION_ENCODERS)
-#: Masks upsampled to full resolution at once: bounds memory to this many HxW float32 logits.
-UPSAMPLE_CHUNK = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,8 +134,9 @@ def process_batch(points: np.ndarray, iou4: np.ndarray, low_res4: np.ndarray, st
     points = np.repeat(points, iou4.shape[1] - 1, axis=0)
     keep = np.flatnonzero(iou > options.pred_iou_thresh) if options.pred_iou_thresh > 0.0 else np.arange(len(iou))
     parts = []
-    for start in range(0, len(keep), UPSAMPLE_CHUNK):
-        index = keep[start:start + UPSAMPLE_CHUNK]
+    step = upsample_chunk(state.original_size)  # bounds the HxW float32 logits upsampled at once
+    for start in range(0, len(keep), step):
+        index = keep[start:start + step]
         logits = postprocess_masks(low_res[index], state.input_size, state.original_size)
         stability = calculate_stability_score(logits, MASK_THRESHOLD, options.stability_score_offset)
         stable = stability >= options.stability_score_thresh if options.stability_score_thresh > 0.0 else np.ones(len(index), bool)
@@ -166,8 +166,13 @@ def generate(core: SamCore, image: object, options: MaskGeneratorOptions, timeou
     for crop_box, layer in zip(crop_boxes, layer_idxs):
         part = yield from _process_crop(core, image, crop_box, grids[layer], orig_size, options, timeout_s)
         parts.append(part)
+    return (yield from compute(merge_crops, parts, options))
+
+
+def merge_crops(parts: List[MaskSet], options: MaskGeneratorOptions) -> List[Dict[str, Any]]:
+    """The masks of every crop -> generate's records: NMS across crops, small regions removed."""
     data = MaskSet.concat(parts)
-    if len(crop_boxes) > 1:  # duplicates across crops: prefer masks from smaller crops
+    if len(parts) > 1:  # duplicates across crops: prefer masks from smaller crops
         scores = 1 / box_area(data.crop_boxes).astype(np.float32)
         data = data.take(nms(data.boxes, scores, options.crop_nms_thresh))
     if options.min_mask_region_area > 0:
@@ -178,7 +183,7 @@ def generate(core: SamCore, image: object, options: MaskGeneratorOptions, timeou
 def _process_crop(core: SamCore, image: np.ndarray, crop_box: List[int], grid: np.ndarray,
                   orig_size: Tuple[int, int], options: MaskGeneratorOptions, timeout_s: float) -> Flow:
     x0, y0, x1, y1 = crop_box
-    state = image_request(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    state = yield from compute(image_request, np.ascontiguousarray(image[y0:y1, x0:x1]))
     points_for_image = grid * np.array(state.original_size)[None, ::-1]
     embedded = yield from core.embed(state, timeout_s)
     batches = []
@@ -186,9 +191,15 @@ def _process_crop(core: SamCore, image: np.ndarray, crop_box: List[int], grid: n
         for start in range(0, len(points_for_image), options.points_per_batch):
             points = points_for_image[start:start + options.points_per_batch]
             iou, low_res = yield from decode_all(core, embedded, point_prompts(points, state), timeout_s)
-            batches.append(process_batch(points, iou, low_res, state, crop_box, orig_size, options))
+            batch = yield from compute(process_batch, points, iou, low_res, state, crop_box, orig_size, options)
+            batches.append(batch)
     finally:
         core.release(embedded)
+    return (yield from compute(merge_batches, batches, crop_box, options))
+
+
+def merge_batches(batches: List[MaskSet], crop_box: List[int], options: MaskGeneratorOptions) -> MaskSet:
+    """The masks of one crop's batches -> NMS within the crop, boxes and points in image pixels."""
     data = MaskSet.concat(batches)
     data = data.take(nms(data.boxes, data.iou_preds, options.box_nms_thresh))
     data.boxes = uncrop_boxes_xyxy(data.boxes, crop_box)

@@ -19,6 +19,9 @@ from .transforms import postprocess_masks, prepare_image
 from .validation import check_image
 
 MASK_THRESHOLD = 0.0  # Sam.mask_threshold
+#: Float32 logits upsampled to full resolution at once (``full_resolution``): 64 prompts x 3 masks
+#: of a 12 MP photo would be 9 GB of them; chunked, memory is the bool result plus this.
+UPSAMPLE_CHUNK_BYTES = 64 * 2**20
 
 OUTPUT_NAMES = (IOU_PREDICTIONS.name, LOW_RES_MASKS.name)
 
@@ -79,7 +82,30 @@ def upsampled(
     pixels of the original image (H, W).
     """
     iou, low_res = select_outputs(iou_predictions, low_res_masks, multimask_output)
-    masks = postprocess_masks(low_res, state.input_size, state.original_size)
-    if not return_logits:
-        masks = masks > MASK_THRESHOLD
-    return masks, np.ascontiguousarray(iou), np.ascontiguousarray(low_res)
+    low_res = np.ascontiguousarray(low_res)
+    return full_resolution(low_res, state, return_logits=return_logits), np.ascontiguousarray(iou), low_res
+
+
+def upsample_chunk(original_size: Tuple[int, int]) -> int:
+    """How many masks of an HxW image to upsample at once: ``UPSAMPLE_CHUNK_BYTES`` of float32, at least 1."""
+    return max(1, UPSAMPLE_CHUNK_BYTES // (4 * int(original_size[0]) * int(original_size[1])))
+
+
+def full_resolution(low_res: np.ndarray, state: ImageState, *, return_logits: bool) -> np.ndarray:
+    """...x256x256 logits -> ...xHxW masks in pixels of the original image: bool (thresholded at
+    ``MASK_THRESHOLD``), or float32 logits with ``return_logits``.
+
+    The result is allocated once and filled ``upsample_chunk`` masks at a time, so memory beyond
+    it stays bounded (the float32 logits of all masks of a large photo would be 4x a bool result).
+    """
+    height, width = state.original_size
+    flat = low_res.reshape(-1, *low_res.shape[-2:])
+    out = np.empty((len(flat), height, width), np.float32 if return_logits else np.bool_)
+    step = upsample_chunk(state.original_size)
+    for start in range(0, len(flat), step):
+        chunk = slice(start, start + step)
+        if return_logits:
+            postprocess_masks(flat[chunk], state.input_size, state.original_size, out=out[chunk])
+        else:
+            np.greater(postprocess_masks(flat[chunk], state.input_size, state.original_size), MASK_THRESHOLD, out=out[chunk])
+    return out.reshape(*low_res.shape[:-2], height, width)

@@ -9,7 +9,7 @@ of the uint8 image, coordinates scaled per axis). Postprocessing mirrors ``Sam.p
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -88,8 +88,11 @@ def _postprocess_matrices(input_size: Tuple[int, int], original_size: Tuple[int,
     return rows.astype(np.float32), np.ascontiguousarray(cols.T.astype(np.float32))
 
 
-def postprocess_masks(low_res: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int]) -> np.ndarray:
-    """...x256x256 float32 logits -> ...xHxW float32 logits in the original image; Sam.postprocess_masks."""
+def postprocess_masks(low_res: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int], *,
+                      out: Optional[np.ndarray] = None) -> np.ndarray:
+    """...x256x256 float32 logits -> ...xHxW float32 logits in the original image; Sam.postprocess_masks.
+
+    ``out``: a float32 ...xHxW array to write the result into (no HxW temporary of our own)."""
     rows, cols = _postprocess_matrices(tuple(int(v) for v in input_size), tuple(int(v) for v in original_size))
     low_res = np.asarray(low_res, dtype=np.float32)
-    return np.matmul(np.matmul(rows, low_res), cols)
+    return np.matmul(np.matmul(rows, low_res), cols, out=out)

@@ -3,6 +3,12 @@ call with the retry rule, and lease, register, resync and free regions.
 
 ``TransportFlows`` is a mixin: it reads and writes ``SamCore``'s state (``pool``, ``transport``,
 ``_lock``...), documented there.
+
+Quarantine: a region the server may still write into (its call timed out or was cancelled) is
+never leased again (``RegionPool.quarantine``). After each call the client asks the server to
+unregister it; Triton refuses while a request still uses the region ("it is currently in use"), so
+a successful unregistration means the server let go, and only then is the region freed here. A
+restarted server holds no request: its quarantined regions are freed at the resync.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from .server_key import ENV_VAR, grpc_headers, resolve_key
 
 log = logging.getLogger(__name__)
 
+#: How often close() asks the server again to let go of quarantined regions.
+QUARANTINE_POLL_S = 0.05
+
 #: Shapes and float32 byte sizes of what lives in regions.
 EMBEDDING_SHAPE = (1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE)
 EMBEDDING_BYTES = int(np.prod(EMBEDDING_SHAPE)) * 4
@@ -42,6 +51,7 @@ class TransportFlows:
     transport: Optional[str]
     api_key: Optional[str]
     requested_transport: str
+    channel: Any  # ChannelOptions
 
     # -- connection --------------------------------------------------------------------------
     def _rpc(self, rpc: Any) -> Flow:
@@ -70,10 +80,18 @@ class TransportFlows:
             if remaining <= 0:
                 raise ServerUnavailableError(
                     f"Triton at {self.url} was not ready within connect_timeout_s={self.connect_timeout_s:g}"
-                    + (f" (last error: {last_error})" if last_error else " (it answers, but is not ready)"),
+                    + (f" (last error: {last_error}){self._tls_hint()}" if last_error else " (it answers, but is not ready)"),
                     status="UNAVAILABLE") from last_error
             yield Sleep(min(self.retry.backoff_s(attempt), remaining))
             attempt += 1
+
+    def _tls_hint(self) -> str:
+        """What to check when no connection came up: the channel's TLS settings against the server's."""
+        if self.channel.secure:
+            return ("; this client uses TLS: the server must serve TLS (--grpc-use-ssl) with a certificate for this"
+                    " address that root_certificates (or gRPC's default roots) verifies, and with --grpc-use-ssl-mutual"
+                    " this client needs private_key and certificate_chain")
+        return "; a server that serves TLS closes plaintext connections: then pass ssl=True and root_certificates="
 
     def _reconnect_if_needed(self) -> Flow:
         """After an UNAVAILABLE: wait for the server, then re-register regions a restart lost."""
@@ -101,6 +119,7 @@ class TransportFlows:
         call without the right key with UNAVAILABLE; when the server then still reads ready, that
         is what happened, and it becomes a SharedMemoryError saying so (transport "auto" then
         falls back to "grpc")."""
+        yield from self._reconnect_if_needed()  # first: a restarted server has a new key
         try:
             return (yield from self._rpc(self._keyed(rpc)))
         except ServerUnavailableError as exc:
@@ -126,7 +145,10 @@ class TransportFlows:
         on_server = set((status or {}).get("regions", {}))
         ours = {region.name: region for region in self.pool.registered_regions()}  # type: ignore[union-attr]
         for name, region in ours.items():
-            if name not in on_server:
+            if name not in on_server and self.pool.is_quarantined(region):  # type: ignore[union-attr]
+                self.pool.retire(region)  # type: ignore[union-attr]  # a restarted server runs none of our old requests
+                region.destroy()
+            elif name not in on_server:
                 log.warning("the server lost shared-memory region %s (restarted?); registering it again", name)
                 yield from self._shm_rpc(region.register_rpc(self.timeout_s))
         for name in on_server:
@@ -201,10 +223,46 @@ class TransportFlows:
             self.pool.release(region)  # type: ignore[union-attr]
 
     def _destroy(self, region: Any, timeout_s: float) -> Flow:
-        """Unregister a region (best effort: the server may be gone) and free it locally."""
+        """Unregister a region and free it locally. If the server refuses (a request it still
+        runs reads the region) while the client is open, quarantine it for a later attempt;
+        while closing, free it anyway (best effort: the server may be gone)."""
         try:
             yield from call(self._keyed(region.unregister_rpc(timeout_s)))  # no readiness wait: the server may be gone
         except ServerError as exc:
+            if self.state == "open":
+                self.pool.quarantine(region)
+                return
             log.warning("could not unregister shared-memory region %s: %s", region.name, exc)
-        finally:
+        except BaseException:
+            region.destroy()
+            raise
+        region.destroy()
+
+    def _retire_quarantined(self, timeout_s: float) -> Flow:
+        """Ask the server to unregister each quarantined region; free the ones it lets go of,
+        keep the others (still in use by a request, or the server unreachable). Returns how many
+        remain quarantined."""
+        for region in self.pool.take_quarantined():
+            try:
+                yield from call(self._keyed(region.unregister_rpc(timeout_s)))
+            except ServerError:
+                self.pool.requarantine(region)
+                continue
+            except BaseException:
+                self.pool.requarantine(region)
+                raise
+            log.debug("shared-memory region %s left quarantine: the server let go of it", region.name)
+            self.pool.retire(region)
+            region.destroy()
+        return len(self.pool.quarantined_names())
+
+    def _drain_quarantine(self, deadline: float) -> Flow:
+        """At close: wait until ``deadline`` for the server to let go of quarantined regions, then
+        free the rest locally anyway (the server keeps their registrations; system shared memory
+        stays mapped on its side, so its late writes land nowhere this client reads)."""
+        while (yield from self._retire_quarantined(self.timeout_s)) and time.monotonic() < deadline:
+            yield Sleep(QUARANTINE_POLL_S)
+        for region in self.pool.take_quarantined():
+            log.warning("shared-memory region %s is still in use by the server at close(); freeing it here", region.name)
+            self.pool.retire(region)
             region.destroy()

@@ -25,7 +25,7 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from ..contract import (
     NUM_MASK_OUTPUTS,
     Limits,
 )
+from .channel_options import ChannelOptions, check_headers
 from .connection import (
     EMBEDDING_BYTES,
     EMBEDDING_SHAPE,
@@ -47,8 +48,8 @@ from .connection import (
     MASK_INPUT_BYTES_PER_PROMPT,
     TransportFlows,
 )
-from ..errors import ClientClosedError, InvalidInputError, NoImageSetError
-from .ops import Flow, RetryPolicy, read_rpc
+from ..errors import ClientClosedError, InvalidInputError, NoImageSetError, server_may_still_run
+from .ops import Flow, RetryPolicy, read_rpc, with_headers
 from ..predictor.prompts import DecoderPrompt
 from .region_pool import RegionPool
 from .regions import REGION_KINDS, Placed, unique_region_name
@@ -101,6 +102,7 @@ class SamCore(TransportFlows):
         cuda_device: int,
         max_regions: int,
         api_key: Optional[str],
+        channel: Optional[ChannelOptions] = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise InvalidInputError("transport", f"got {transport!r}; expected one of {', '.join(TRANSPORTS)}")
@@ -117,6 +119,7 @@ class SamCore(TransportFlows):
         self.max_regions = max_regions
         # None: $SAM_TRITON_API_KEY or the key file of a local `sam-triton serve` (server_key.find_key)
         self.api_key = None if api_key is None else check_key(api_key, "api_key")
+        self.channel = channel or ChannelOptions()  # TLS, keepalive, channel arguments, headers of every call
         self.state = "new"
         self.pool: Optional[RegionPool] = None
         self._prefix = unique_region_name() + "_"
@@ -179,9 +182,10 @@ class SamCore(TransportFlows):
             self.state = "closing"
             return True
 
-    def close(self) -> Flow:
+    def close(self, deadline: float) -> Flow:
         """Forget the image, unregister and free every idle region (call after in-flight calls
-        drained; a region still busy is freed when its call ends)."""
+        drained; a region still busy is freed when its call ends); wait until ``deadline``
+        (``time.monotonic()``) for the server to let go of quarantined regions."""
         self.reset_image()
         if self._zeros is not None and self.pool is not None:
             self.pool.release(self._zeros)
@@ -189,12 +193,20 @@ class SamCore(TransportFlows):
             if self.pool is not None:
                 for region in self.pool.close():
                     yield from self._destroy(region, self.timeout_s)
+                yield from self._drain_quarantine(deadline)
         finally:
             self.state = "closed"
 
-    def session(self, flow: Flow) -> Flow:
-        """Run one public call's ``flow``: refuse it unless open, count it in flight, and free
-        surplus regions afterwards."""
+    def headed(self, flow: Flow, headers: Optional[Mapping[str, str]] = None) -> Flow:
+        """``flow`` with the client's ``headers`` and then this call's on each of its RPCs."""
+        return with_headers(flow, {**self.channel.headers, **check_headers(headers)})
+
+    def session(self, flow: Flow, headers: Optional[Mapping[str, str]] = None) -> Flow:
+        """Run one public call's ``flow`` with the client's and the call's ``headers``."""
+        return self.headed(self._session(flow), headers)
+
+    def _session(self, flow: Flow) -> Flow:
+        """Refuse ``flow`` unless open, count it in flight, and free surplus regions afterwards."""
         with self._lock:
             if self.state != "open":
                 raise ClientClosedError("this client is closed; create a new one")
@@ -205,12 +217,15 @@ class SamCore(TransportFlows):
             with self._lock:
                 self._in_flight -= 1
         if self.pool is not None:
-            for region in self.pool.surplus():
-                if self.state == "closed":  # a call that outlived close(): the channel is gone
+            if self.state == "closed":  # a call that outlived close(): the channel is gone
+                for region in self.pool.surplus() + self.pool.take_quarantined():
                     log.warning("freeing shared-memory region %s after close(); the server may still list it", region.name)
+                    self.pool.retire(region)
                     region.destroy()
-                else:
+            else:
+                for region in self.pool.surplus():
                     yield from self._destroy(region, self.timeout_s)
+                yield from self._retire_quarantined(self.timeout_s)
         return result
 
     @property
@@ -247,6 +262,17 @@ class SamCore(TransportFlows):
             self.pool.release(embedded.placed.region)
 
     # -- model calls -------------------------------------------------------------------------
+    def end_lease(self, region: Any, error: Optional[BaseException]) -> None:
+        """Give back a region the server wrote outputs into; after an ``error`` with which the
+        request may still run there (a timeout, a cancel), quarantine it instead: a late write
+        must not land in the next call's tensors."""
+        if error is not None and server_may_still_run(error):
+            log.warning("quarantining shared-memory region %s: its request ended with %s and may still write into it",
+                        region.name, type(error).__name__)
+            self.pool.quarantine(region)  # type: ignore[union-attr]
+        else:
+            self.pool.release(region)  # type: ignore[union-attr]
+
     def embed(self, state: ImageState, timeout_s: float) -> Flow:
         """Run sam_encoder on a prepared image; returns an ``Embedded`` (held: ``release`` it)."""
         region = yield from self._lease(EMBEDDING_BYTES, timeout_s)
@@ -255,9 +281,9 @@ class SamCore(TransportFlows):
             outputs = yield from self.infer(ENCODER_MODEL, state.encoder_inputs, (IMAGE_EMBEDDINGS.name,), timeout_s,
                                             shm_outputs={IMAGE_EMBEDDINGS.name: placed} if placed else None,
                                             read=placed is None)
-        except BaseException:
+        except BaseException as exc:
             if region is not None:
-                self.pool.release(region)  # type: ignore[union-attr]
+                self.end_lease(region, exc)
             raise
         if placed is not None:
             return Embedded(state, placed=placed)
@@ -286,9 +312,12 @@ class SamCore(TransportFlows):
         try:
             outputs = yield from self.infer(DECODER_MODEL, arrays, OUTPUT_NAMES, timeout_s,
                                             shm_inputs=shm_inputs, shm_outputs=shm_outputs)
-        finally:
+        except BaseException as exc:
             if region is not None:
-                self.pool.release(region)  # type: ignore[union-attr]
+                self.end_lease(region, exc)
+            raise
+        if region is not None:
+            self.end_lease(region, None)
         return outputs[IOU_PREDICTIONS.name][0], outputs[LOW_RES_MASKS.name][0]
 
     def infer(self, model: str, arrays: Dict[str, np.ndarray], output_names: Tuple[str, ...], timeout_s: float, *,

@@ -1,7 +1,8 @@
 """The two ways to run a flow: blocking (tritonclient.grpc) and asyncio (tritonclient.grpc.aio).
 
 They are the only code that differs between ``SamClient`` and ``AsyncSamClient``: each executes a
-flow's operations one at a time; ``Steps`` sends each result back in and throws each error back
+flow's operations one at a time (the asyncio one runs ``Compute`` ops in a worker thread, so
+CPU-heavy post-processing never blocks the event loop); ``Steps`` sends each result back in and throws each error back
 in (so the flow's own ``try``/``finally`` blocks free what it holds and translate tritonclient's
 errors, including asyncio's CancelledError).
 """
@@ -12,7 +13,7 @@ import asyncio
 import time
 from typing import Any, Iterator, Optional
 
-from .ops import Flow, Rpc, Sleep
+from .ops import Compute, Flow, Rpc, Sleep
 
 
 class Steps:
@@ -33,8 +34,8 @@ class Steps:
                 self.value = stop.value
                 return
             self.result = None
-            if not isinstance(op, (Rpc, Sleep)):
-                raise TypeError(f"a flow yielded {op!r}; expected Rpc or Sleep")  # a bug of ours
+            if not isinstance(op, (Rpc, Sleep, Compute)):
+                raise TypeError(f"a flow yielded {op!r}; expected Rpc, Sleep or Compute")  # a bug of ours
             yield op
 
 
@@ -43,7 +44,12 @@ def run_blocking(flow: Flow, client: Any) -> Any:
     steps = Steps(flow)
     for op in steps:
         try:
-            steps.result = time.sleep(op.seconds) if isinstance(op, Sleep) else getattr(client, op.method)(**op.kwargs)
+            if isinstance(op, Compute):
+                steps.result = op.function(*op.args, **op.kwargs)
+            elif isinstance(op, Sleep):
+                steps.result = time.sleep(op.seconds)
+            else:
+                steps.result = getattr(client, op.method)(**op.kwargs)
         except BaseException as exc:
             steps.error = exc
     return steps.value
@@ -54,7 +60,12 @@ async def run_async(flow: Flow, client: Any) -> Any:
     steps = Steps(flow)
     for op in steps:
         try:
-            steps.result = await (asyncio.sleep(op.seconds) if isinstance(op, Sleep) else getattr(client, op.method)(**op.kwargs))
+            if isinstance(op, Compute):
+                steps.result = await asyncio.to_thread(op.function, *op.args, **op.kwargs)
+            elif isinstance(op, Sleep):
+                steps.result = await asyncio.sleep(op.seconds)
+            else:
+                steps.result = await getattr(client, op.method)(**op.kwargs)
         except BaseException as exc:
             steps.error = exc
     return steps.value

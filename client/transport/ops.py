@@ -1,7 +1,7 @@
 """The sans-IO core's vocabulary: what a flow asks a transport to do, and the retry rule.
 
-A *flow* is a generator that yields ``Rpc`` and ``Sleep`` operations and receives each one's
-result (or has its error thrown in). Everything the clients do (``set_image``, ``predict``,
+A *flow* is a generator that yields ``Rpc``, ``Sleep`` and ``Compute`` operations and receives
+each one's result (or has its error thrown in). Everything the clients do (``set_image``, ``predict``,
 ``generate``...) is written once as a flow; ``SamClient`` and ``AsyncSamClient`` only execute the
 operations, with ``tritonclient.grpc`` or ``tritonclient.grpc.aio`` (see ``drivers``).
 
@@ -15,9 +15,10 @@ flow that follows an UNAVAILABLE first re-checks readiness (retried) before it s
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, Generator, Mapping, Optional
+from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple
 
 from tritonclient.utils import InferenceServerException
 
@@ -48,6 +49,23 @@ class Sleep:
     """Wait ``seconds`` (time.sleep or asyncio.sleep, by driver)."""
 
     seconds: float
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Run ``function(*args, **kwargs)``: CPU-heavy work on the client's side (full-resolution
+    upsampling, image resizing, the automatic-mask pipeline). The blocking driver calls it in
+    place; the asyncio driver runs it in a worker thread (``asyncio.to_thread``), so the event
+    loop keeps serving other tasks meanwhile. ``function`` must touch only its arguments."""
+
+    function: Callable[..., Any]
+    args: Tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def compute(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Flow:
+    """Sub-flow: ``function(*args, **kwargs)`` as a ``Compute`` op; use ``x = yield from compute(...)``."""
+    return (yield Compute(function, args, kwargs))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,3 +121,25 @@ def read_rpc(method: str, *, model: Optional[str] = None, timeout_s: float, **kw
     """An idempotent read (health, config, status), retried on UNAVAILABLE."""
     arguments: Dict[str, Any] = dict(kwargs, client_timeout=timeout_s)
     return Rpc(method, arguments, model=model, idempotent=True)
+
+
+def with_headers(flow: Flow, headers: Mapping[str, str]) -> Flow:
+    """``flow`` with ``headers`` added to the gRPC metadata of every ``Rpc`` it yields (an
+    Rpc's own headers, such as the server's key, are merged over them). ``Rpc("close")`` closes
+    the channel locally and takes none."""
+    if not headers:
+        return (yield from flow)
+    result: Any = None
+    error: Optional[BaseException] = None
+    while True:
+        try:
+            op = flow.throw(error) if error is not None else flow.send(result)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(op, Rpc) and op.method != "close":
+            merged = {**headers, **(op.kwargs.get("headers") or {})}
+            op = dataclasses.replace(op, kwargs={**op.kwargs, "headers": merged})
+        try:
+            result, error = (yield op), None
+        except BaseException as exc:  # thrown in by the driver: hand it to the flow
+            result, error = None, exc

@@ -10,6 +10,12 @@ serve many threads or asyncio tasks:
 - ``retain``/``release`` count users: the current image's embedding region is held by the image
   and by every predict reading it, so ``set_image`` never overwrites an embedding in use.
 - ``surplus()`` and ``close()`` hand back regions to unregister and destroy.
+- ``quarantine(region)`` takes a region out of service for good: the server may still write into
+  it (a call that timed out or was cancelled; Triton does not know the client gave up, and with
+  several model instances a late write would land in the next call's tensors). It still counts
+  towards ``max_regions``; ``take_quarantined()`` hands it out for an unregistration attempt (Triton
+  refuses one while a request uses the region), then ``retire`` forgets it or ``requarantine``
+  keeps it for the next attempt.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ class _Entry:
     region: Any
     refs: int = 0
     registered: bool = False
+    quarantined: bool = False
+    retiring: bool = False  # handed out by take_quarantined, its unregistration under way
 
 
 @dataclass
@@ -53,7 +61,7 @@ class RegionPool:
         with self._lock:
             if self.closed:
                 raise ClientClosedError("this client is closed; create a new one")
-            idle = [e for e in self._entries.values() if e.refs == 0 and e.registered]
+            idle = [e for e in self._entries.values() if e.refs == 0 and e.registered and not e.quarantined]
             fits = [e for e in idle if e.region.byte_size >= byte_size]
             if fits:
                 best = min(fits, key=lambda e: e.region.byte_size)
@@ -92,10 +100,49 @@ class RegionPool:
             if entry is not None:
                 entry.refs -= 1
 
+    def quarantine(self, region: Any) -> None:
+        """Never hand ``region`` out again (the caller's lease ends here); it waits for ``take_quarantined``.
+        A region no longer in the pool (evicted, refused unregistration) joins it as quarantined."""
+        with self._lock:
+            entry = self._entries.get(region.name)
+            if entry is None:
+                entry = self._entries[region.name] = _Entry(region, registered=True)
+            entry.refs, entry.quarantined, entry.retiring = 0, True, False
+
+    def take_quarantined(self) -> List[Any]:
+        """The quarantined regions no one is retiring now, marked as being retired."""
+        with self._lock:
+            taken = [e for e in self._entries.values() if e.quarantined and not e.retiring]
+            for entry in taken:
+                entry.retiring = True
+            return [entry.region for entry in taken]
+
+    def requarantine(self, region: Any) -> None:
+        """The server still uses ``region`` (or could not be asked): keep it for the next attempt."""
+        with self._lock:
+            entry = self._entries.get(region.name)
+            if entry is not None:
+                entry.retiring = False
+
+    def retire(self, region: Any) -> None:
+        """Forget a quarantined region the server let go of (the caller frees it locally)."""
+        with self._lock:
+            self._entries.pop(region.name, None)
+
+    def is_quarantined(self, region: Any) -> bool:
+        with self._lock:
+            entry = self._entries.get(region.name)
+            return entry is not None and entry.quarantined
+
+    def quarantined_names(self) -> List[str]:
+        """Names of the quarantined regions (for status and tests)."""
+        with self._lock:
+            return sorted(name for name, entry in self._entries.items() if entry.quarantined)
+
     def surplus(self) -> List[Any]:
         """Idle regions beyond ``max_idle`` (all idle ones once closed), removed from the pool."""
         with self._lock:
-            idle = [e for e in self._entries.values() if e.refs == 0]
+            idle = [e for e in self._entries.values() if e.refs == 0 and not e.quarantined]
             keep = 0 if self.closed else self.max_idle
             doomed = sorted(idle, key=lambda e: e.region.byte_size)[: max(0, len(idle) - keep)]
             for entry in doomed:
@@ -103,7 +150,8 @@ class RegionPool:
             return [entry.region for entry in doomed]
 
     def close(self) -> List[Any]:
-        """Refuse new leases; return the idle regions (busy ones come back from ``surplus`` later)."""
+        """Refuse new leases; return the idle regions (busy ones come back from ``surplus`` later,
+        quarantined ones from ``take_quarantined``)."""
         with self._lock:
             self.closed = True
         return self.surplus()

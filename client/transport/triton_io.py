@@ -17,12 +17,6 @@ from ..contract import DEFAULT_LIMITS, Limits
 from .ops import Rpc
 from .regions import Placed
 
-# Grown gRPC message limits: one encoder request carries a 3 MB image, a decoder reply with many
-# prompts carries P x 4 x 256 x 256 float32 logits (1 MB per prompt).
-GRPC_CHANNEL_ARGS = [
-    ("grpc.max_send_message_length", 512 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 512 * 1024 * 1024),
-]
 
 
 def _describe_array(name: str, array: np.ndarray) -> str:
