@@ -78,8 +78,11 @@ def run_demo(config: DemoConfig) -> dict:
     """Build, serve, segment with a point and a box; returns the per-prompt summaries."""
     choice = choose_weights(config)
     onnx_dir, manifest = prepare_onnx(choice, cache_dir=config.cache_dir, check_image=config.image)
-    assemble(config.repository, RepositoryOptions(runtime=config.runtime, openvino=OpenVinoOptions(precision=config.precision)),
-             onnx_dir=onnx_dir)
+    assemble(
+        config.repository,
+        RepositoryOptions(runtime=config.runtime, openvino=OpenVinoOptions(precision=config.precision)),
+        onnx_dir=onnx_dir,
+    )
     image_name, image = sample_photo(config.image)
     server_config = ServerConfig.on_free_ports(config.repository)
     summaries = {}

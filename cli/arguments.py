@@ -25,8 +25,14 @@ OPENVINO_FLAGS = ("performance_hint", "streams", "cpu_pinning")
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--checkpoint", type=Path, help="An official SAM checkpoint (.pth state dict of vit_b, vit_l or vit_h).")
-    group.add_argument("--preset", choices=sorted(PRESETS), help="Seeded random weights of this architecture instead of a checkpoint (tests and benchmarks).")
-    parser.add_argument("--model-type", choices=sorted(PRESETS), help="The checkpoint's architecture; inferred from its weights when omitted.")
+    group.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="Seeded random weights of this architecture instead of a checkpoint (tests and benchmarks).",
+    )
+    parser.add_argument(
+        "--model-type", choices=sorted(PRESETS), help="The checkpoint's architecture; inferred from its weights when omitted."
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="The seed of --preset's random weights.")
     parser.add_argument("--image", type=Path, help="The photo the ONNX check runs on (default: a photo from scikit-image).")
     parser.add_argument("--skip-check", action="store_true", help="Skip the ONNX Runtime check against SamPredictor (not recommended).")
@@ -34,12 +40,21 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_cache_argument(parser: argparse.ArgumentParser, *, default: Optional[Path] = None) -> None:
     where = str(default) if default else "$SAM_TRITON_CACHE or ~/.cache/sam-triton"
-    parser.add_argument("--cache-dir", type=Path, default=default, help=f"Where exports, downloads and the server's backend directory are cached (default: {where}).")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default,
+        help=f"Where exports, downloads and the server's backend directory are cached (default: {where}).",
+    )
 
 
 def add_repository_argument(parser: argparse.ArgumentParser, text: str) -> None:
     """--repository; without it a command uses model_repository in the cache directory (``repository``)."""
-    parser.add_argument("--repository", type=Path, help=f"{text} (default: model_repository in the cache directory, i.e. ~/.cache/sam-triton/model_repository, $SAM_TRITON_CACHE/model_repository or under --cache-dir).")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        help=f"{text} (default: model_repository in the cache directory, i.e. ~/.cache/sam-triton/model_repository, $SAM_TRITON_CACHE/model_repository or under --cache-dir).",
+    )
 
 
 def repository(args: argparse.Namespace) -> Path:
@@ -48,9 +63,18 @@ def repository(args: argparse.Namespace) -> Path:
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_LIMITS.max_batch_size, help="Triton's max_batch_size for every model: the most requests dynamic batching merges.")
-    parser.add_argument("--max-prompts", type=int, default=DEFAULT_LIMITS.max_prompts, help="The most prompts (P) for one image in one decoder request.")
-    parser.add_argument("--max-points", type=int, default=DEFAULT_LIMITS.max_points, help="The most points (N) per prompt; a box counts as two points.")
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_LIMITS.max_batch_size,
+        help="Triton's max_batch_size for every model: the most requests dynamic batching merges.",
+    )
+    parser.add_argument(
+        "--max-prompts", type=int, default=DEFAULT_LIMITS.max_prompts, help="The most prompts (P) for one image in one decoder request."
+    )
+    parser.add_argument(
+        "--max-points", type=int, default=DEFAULT_LIMITS.max_points, help="The most points (N) per prompt; a box counts as two points."
+    )
 
 
 def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,26 +82,68 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder-instances", type=int, default=1, help="Instances of sam_decoder (instance_group count).")
 
 
-def add_precision_argument(parser: argparse.ArgumentParser, *, runtimes: Sequence[str] = tuple(RUNTIMES), default: Optional[str] = None) -> None:
+def add_precision_argument(
+    parser: argparse.ArgumentParser, *, runtimes: Sequence[str] = tuple(RUNTIMES), default: Optional[str] = None
+) -> None:
     choices = sorted({p for name in runtimes for p in RUNTIMES[name].precisions})
-    parser.add_argument("--precision", choices=choices, default=default, help="The models' precision. tensorrt: fp16 (the default) lets TensorRT run every layer in FP16, mixed keeps the --fp32-groups layers in FP32, fp32 builds FP32 engines. openvino and openvino-backend: fp32 (the default), or bf16 on CPUs with AMX or AVX-512 BF16. python and onnxruntime run fp32.")
+    parser.add_argument(
+        "--precision",
+        choices=choices,
+        default=default,
+        help="The models' precision. tensorrt: fp16 (the default) lets TensorRT run every layer in FP16, mixed keeps the --fp32-groups layers in FP32, fp32 builds FP32 engines. openvino and openvino-backend: fp32 (the default), or bf16 on CPUs with AMX or AVX-512 BF16. python and onnxruntime run fp32.",
+    )
 
 
 def add_openvino_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("OpenVINO (--runtime openvino or openvino-backend, or --decoder-engine openvino)")
-    group.add_argument("--decoder-engine", choices=DECODER_ENGINES, help="What runs sam_decoder, when not the runtime's default: the openvino runtimes run it on ONNX Runtime FP32 (faster than OpenVINO FP32 in our measurements; see the README).")
-    group.add_argument("--performance-hint", choices=PERFORMANCE_HINTS, help="OpenVINO's performance hint: latency (the default) runs each request on one stream using every thread, best at concurrency 1; throughput runs several streams at once (a batch is split across them), best under load.")
-    group.add_argument("--streams", type=int, help="OpenVINO streams per instance (NUM_STREAMS); unset or 0 leaves the number to the performance hint. Threads per stream are --threads divided by the streams.")
-    group.add_argument("--cpu-pinning", action=argparse.BooleanOptionalAction, help="Pin OpenVINO's inference threads to cores (ENABLE_CPU_PINNING); unset leaves OpenVINO's default (pinned on Linux). Python-backend models only: Triton's openvino backend has no such parameter.")
+    group.add_argument(
+        "--decoder-engine",
+        choices=DECODER_ENGINES,
+        help="What runs sam_decoder, when not the runtime's default: the openvino runtimes run it on ONNX Runtime FP32 (faster than OpenVINO FP32 in our measurements; see the README).",
+    )
+    group.add_argument(
+        "--performance-hint",
+        choices=PERFORMANCE_HINTS,
+        help="OpenVINO's performance hint: latency (the default) runs each request on one stream using every thread, best at concurrency 1; throughput runs several streams at once (a batch is split across them), best under load.",
+    )
+    group.add_argument(
+        "--streams",
+        type=int,
+        help="OpenVINO streams per instance (NUM_STREAMS); unset or 0 leaves the number to the performance hint. Threads per stream are --threads divided by the streams.",
+    )
+    group.add_argument(
+        "--cpu-pinning",
+        action=argparse.BooleanOptionalAction,
+        help="Pin OpenVINO's inference threads to cores (ENABLE_CPU_PINNING); unset leaves OpenVINO's default (pinned on Linux). Python-backend models only: Triton's openvino backend has no such parameter.",
+    )
 
 
 def add_tensorrt_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("TensorRT engines (--runtime tensorrt only)")
-    group.add_argument("--fp32-groups", help=f"With --precision mixed: a comma-separated list of layer groups to keep in FP32 ({', '.join(sorted(FP32_GROUPS))}), or 'none'. The default is the per-model choice in sam_triton.build.tensorrt.precision.DEFAULT_FP32_GROUPS.")
-    group.add_argument("--workspace-mib", type=int, help="The most GPU memory, in MiB, TensorRT's builder may use for tactic workspace; 0 or unset leaves TensorRT's default (all of it).")
-    group.add_argument("--builder-optimization-level", type=int, help="TensorRT's builder optimization level, 0 (fastest build) to 5 (most tactics tried); TensorRT's default is 3.")
-    group.add_argument("--timing-cache", type=Path, help="A persistent TensorRT timing cache file, reused and updated by every build (default: tensorrt/timing.cache in the cache directory).")
-    group.add_argument("--decoder-cuda-graphs", action="store_true", help="Let Triton capture CUDA graphs of sam_decoder at the common request shape (one graph per batch size).")
+    group.add_argument(
+        "--fp32-groups",
+        help=f"With --precision mixed: a comma-separated list of layer groups to keep in FP32 ({', '.join(sorted(FP32_GROUPS))}), or 'none'. The default is the per-model choice in sam_triton.build.tensorrt.precision.DEFAULT_FP32_GROUPS.",
+    )
+    group.add_argument(
+        "--workspace-mib",
+        type=int,
+        help="The most GPU memory, in MiB, TensorRT's builder may use for tactic workspace; 0 or unset leaves TensorRT's default (all of it).",
+    )
+    group.add_argument(
+        "--builder-optimization-level",
+        type=int,
+        help="TensorRT's builder optimization level, 0 (fastest build) to 5 (most tactics tried); TensorRT's default is 3.",
+    )
+    group.add_argument(
+        "--timing-cache",
+        type=Path,
+        help="A persistent TensorRT timing cache file, reused and updated by every build (default: tensorrt/timing.cache in the cache directory).",
+    )
+    group.add_argument(
+        "--decoder-cuda-graphs",
+        action="store_true",
+        help="Let Triton capture CUDA graphs of sam_decoder at the common request shape (one graph per batch size).",
+    )
 
 
 def cache_dir(args: argparse.Namespace) -> Path:
@@ -85,8 +151,11 @@ def cache_dir(args: argparse.Namespace) -> Path:
 
 
 def model_choice(args: argparse.Namespace) -> ModelChoice:
-    return ModelChoice(checkpoint=args.checkpoint, model_type=getattr(args, "preset", None) or getattr(args, "model_type", None),
-                       seed=getattr(args, "seed", DEFAULT_SEED))
+    return ModelChoice(
+        checkpoint=args.checkpoint,
+        model_type=getattr(args, "preset", None) or getattr(args, "model_type", None),
+        seed=getattr(args, "seed", DEFAULT_SEED),
+    )
 
 
 def limits(args: argparse.Namespace) -> Limits:
@@ -112,11 +181,17 @@ def openvino_options(args: argparse.Namespace) -> OpenVinoOptions:
     if flags and not runs_openvino:
         raise ValueError(f"{', '.join(flags)}: OpenVINO options apply where a model runs OpenVINO (got --runtime {args.runtime})")
     if args.cpu_pinning is not None and not RUNTIMES[args.runtime].python_model:
-        raise ValueError(f"--{'' if args.cpu_pinning else 'no-'}cpu-pinning: Triton's openvino backend has no pinning parameter;"
-                         " it applies to --runtime openvino (python-backend models)")
+        raise ValueError(
+            f"--{'' if args.cpu_pinning else 'no-'}cpu-pinning: Triton's openvino backend has no pinning parameter;"
+            " it applies to --runtime openvino (python-backend models)"
+        )
     precision = args.precision if RUNTIMES[args.runtime].engine == "openvino" else None
-    return OpenVinoOptions(precision=precision or "fp32", performance_hint=args.performance_hint or "latency",
-                           streams=args.streams or 0, cpu_pinning=args.cpu_pinning)
+    return OpenVinoOptions(
+        precision=precision or "fp32",
+        performance_hint=args.performance_hint or "latency",
+        streams=args.streams or 0,
+        cpu_pinning=args.cpu_pinning,
+    )
 
 
 def repository_options(args: argparse.Namespace) -> RepositoryOptions:
@@ -152,8 +227,9 @@ def engine_options(args: argparse.Namespace):
 
 
 def precision_choice(args: argparse.Namespace) -> PrecisionChoice:
-    return PrecisionChoice(precision=args.precision or DEFAULT_PRECISION,
-                           fp32_groups=parse_groups(args.fp32_groups) if args.fp32_groups is not None else None)
+    return PrecisionChoice(
+        precision=args.precision or DEFAULT_PRECISION, fp32_groups=parse_groups(args.fp32_groups) if args.fp32_groups is not None else None
+    )
 
 
 def argv_of(parser: argparse.ArgumentParser, args: argparse.Namespace, *, skip: Sequence[str] = ()) -> List[str]:

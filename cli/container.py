@@ -46,17 +46,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sam-triton-container",
         description="Build (or reuse) TensorRT engines for this GPU in the cache, then exec tritonserver. Arguments after '--' go to tritonserver.",
     )
-    parser.add_argument("--checkpoint", type=Path, default=os.environ.get("SAM_CHECKPOINT"), help="The SAM checkpoint to serve (default: $SAM_CHECKPOINT).")
-    parser.add_argument("--repository", type=Path, help="Serve this prebuilt tensorrt repository instead of building one; it is refused if its plans are stale.")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=os.environ.get("SAM_CHECKPOINT"), help="The SAM checkpoint to serve (default: $SAM_CHECKPOINT)."
+    )
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        help="Serve this prebuilt tensorrt repository instead of building one; it is refused if its plans are stale.",
+    )
     a.add_cache_argument(parser, default=Path(os.environ.get("SAM_TRITON_CACHE", DEFAULT_CACHE)))
     a.add_precision_argument(parser, runtimes=("tensorrt",), default=os.environ.get("SAM_PRECISION", DEFAULT_PRECISION))
     a.add_limit_arguments(parser)
     a.add_instance_arguments(parser)
     a.add_tensorrt_arguments(parser)
     parser.add_argument("--tritonserver", default="tritonserver", help="The tritonserver binary to exec (default: the one on PATH).")
-    parser.add_argument("--unrestricted-api", action="append", default=[], choices=list(RESTRICTABLE_APIS),
-                        help="Open this Triton API to every client (repeatable). By default the shared-memory and model-repository"
-                             " APIs answer only requests carrying the key in $SAM_TRITON_API_KEY (a random key nobody knows when unset).")
+    parser.add_argument(
+        "--unrestricted-api",
+        action="append",
+        default=[],
+        choices=list(RESTRICTABLE_APIS),
+        help="Open this Triton API to every client (repeatable). By default the shared-memory and model-repository"
+        " APIs answer only requests carrying the key in $SAM_TRITON_API_KEY (a random key nobody knows when unset).",
+    )
     parser.set_defaults(runtime="tensorrt")
     return parser
 
@@ -66,7 +77,7 @@ def split_argv(argv: Sequence[str]) -> tuple:
     argv = list(argv)
     if "--" in argv:
         cut = argv.index("--")
-        return argv[:cut], argv[cut + 1:]
+        return argv[:cut], argv[cut + 1 :]
     return argv, []
 
 
@@ -75,18 +86,35 @@ def engine_cache_key(identity: RuntimeIdentity, weights: str, engine: EngineOpti
     The timing cache only speeds a build up, so it is not part of the key."""
     groups = {model: list(engine.precision.groups_for(model)) for model in DEFAULT_FP32_GROUPS}
     text = json.dumps(
-        {"runtime": asdict(identity), "weights": weights, "precision": engine.precision.precision, "fp32_groups": groups,
-         "builder": {"workspace_mib": engine.workspace_mib, "optimization_level": engine.optimization_level},
-         "repository": asdict(options), "exporter": exporter},
-        sort_keys=True, default=str,
+        {
+            "runtime": asdict(identity),
+            "weights": weights,
+            "precision": engine.precision.precision,
+            "fp32_groups": groups,
+            "builder": {"workspace_mib": engine.workspace_mib, "optimization_level": engine.optimization_level},
+            "repository": asdict(options),
+            "exporter": exporter,
+        },
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def rebuild_argv(args: argparse.Namespace, repository: Path) -> List[str]:
     """The `sam-triton build` arguments that make the same repository (recorded for stale-plan messages)."""
-    return ["build", "--runtime", "tensorrt", "--checkpoint", str(args.checkpoint), "--repository", str(repository),
-            "--precision", args.precision, *a.argv_of(build_parser(), args, skip=CONTAINER_ONLY + ("precision",))]
+    return [
+        "build",
+        "--runtime",
+        "tensorrt",
+        "--checkpoint",
+        str(args.checkpoint),
+        "--repository",
+        str(repository),
+        "--precision",
+        args.precision,
+        *a.argv_of(build_parser(), args, skip=CONTAINER_ONLY + ("precision",)),
+    ]
 
 
 def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeIdentity] = None) -> Path:
@@ -95,8 +123,8 @@ def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeId
     ``identity`` is this machine's TensorRT version and GPU (default: asked of TensorRT and CUDA).
     """
     from sam_triton.build.export.pipeline import ModelChoice, exporter_id, prepare_onnx
-    from sam_triton.build.tensorrt.engine import runtime_identity
     from sam_triton.build.repository.tensorrt_repository import build_tensorrt_repository, rebuild_command
+    from sam_triton.build.tensorrt.engine import runtime_identity
 
     identity = identity or runtime_identity()
     if args.repository is not None:
@@ -121,7 +149,11 @@ def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeId
         log.info("building engines for %s: %s", identity.gpu_name, str(exc).splitlines()[0])
     onnx_dir, manifest = prepare_onnx(choice, cache_dir=Path(args.cache_dir))
     build_tensorrt_repository(
-        repository=repository, onnx_dir=onnx_dir, manifest=manifest, repo_options=options, engine_options=engine,
+        repository=repository,
+        onnx_dir=onnx_dir,
+        manifest=manifest,
+        repo_options=options,
+        engine_options=engine,
         command=rebuild_command(rebuild_argv(args, repository)),
     )
     return repository
@@ -130,8 +162,14 @@ def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeId
 def tritonserver_command(args: argparse.Namespace, repository: Path, triton_args: Sequence[str], *, key: str) -> List[str]:
     """tritonserver's command line: no model control, the APIs of ``restricted_apis`` behind ``key``,
     then the user's own flags (after '--'). It binds every address: publishing ports is the container's choice."""
-    return [args.tritonserver, f"--model-repository={repository}", "--strict-readiness=true", "--model-control-mode=none",
-            *restriction_args(key=key, apis=restricted(args.unrestricted_api)), *triton_args]
+    return [
+        args.tritonserver,
+        f"--model-repository={repository}",
+        "--strict-readiness=true",
+        "--model-control-mode=none",
+        *restriction_args(key=key, apis=restricted(args.unrestricted_api)),
+        *triton_args,
+    ]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -141,8 +179,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         repository = prepare_repository(args)
     except PermissionError as exc:
-        print(f"sam-triton container: error: {exc}: the cache must be writable by uid {os.getuid()};"
-              " mount a named volume (-v sam-trt-cache:/cache) or chown the host folder", file=sys.stderr)
+        print(
+            f"sam-triton container: error: {exc}: the cache must be writable by uid {os.getuid()};"
+            " mount a named volume (-v sam-trt-cache:/cache) or chown the host folder",
+            file=sys.stderr,
+        )
         return 1
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"sam-triton container: error: {exc}", file=sys.stderr)

@@ -16,13 +16,21 @@ EMBEDDED_RUNTIMES = sorted(name for name, spec in RUNTIMES.items() if spec.pytho
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", type=Path, help="A SAM checkpoint (default: $SAM_CHECKPOINT, else Meta's ViT-B).")
-    weights.add_argument("--preset", choices=sorted(PRESETS), help="Seeded random weights of this architecture instead of a checkpoint (tests; the masks are meaningless).")
+    weights.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="Seeded random weights of this architecture instead of a checkpoint (tests; the masks are meaningless).",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="The seed of --preset's random weights.")
     parser.add_argument("--image", type=Path, help="The photo to segment (default: scikit-image's cat photo).")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="The directory for masks, overlays and scores.")
     a.add_repository_argument(parser, "The model repository to build and serve.")
-    parser.add_argument("--runtime", choices=EMBEDDED_RUNTIMES, default=DEFAULT_RUNTIME,
-                        help=f"The embedded server's runtime (default: {DEFAULT_RUNTIME}): openvino runs the encoder on OpenVINO, python runs both models on ONNX Runtime.")
+    parser.add_argument(
+        "--runtime",
+        choices=EMBEDDED_RUNTIMES,
+        default=DEFAULT_RUNTIME,
+        help=f"The embedded server's runtime (default: {DEFAULT_RUNTIME}): openvino runs the encoder on OpenVINO, python runs both models on ONNX Runtime.",
+    )
     a.add_precision_argument(parser, runtimes=EMBEDDED_RUNTIMES, default="fp32")
     a.add_cache_argument(parser)
 
@@ -35,9 +43,19 @@ def run(args: argparse.Namespace) -> int:
         from sam_triton.build.repository.openvino_options import require_native_bf16
 
         require_native_bf16()
-    summaries = run_demo(DemoConfig(out_dir=args.out, repository=args.repository, cache_dir=a.cache_dir(args),
-                                    checkpoint=args.checkpoint, preset=args.preset, seed=args.seed, image=args.image,
-                                    runtime=args.runtime, precision=args.precision))
+    summaries = run_demo(
+        DemoConfig(
+            out_dir=args.out,
+            repository=args.repository,
+            cache_dir=a.cache_dir(args),
+            checkpoint=args.checkpoint,
+            preset=args.preset,
+            seed=args.seed,
+            image=args.image,
+            runtime=args.runtime,
+            precision=args.precision,
+        )
+    )
     for name, summary in summaries.items():
         scores = ", ".join(f"{s:.4f}" for s in summary["scores"])
         print(f"{name} prompt: predicted IoU {scores}; overlay {summary['overlay']}")

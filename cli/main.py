@@ -22,27 +22,48 @@ log = logging.getLogger("sam_triton")
 Command = Tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str, str]
 
 COMMANDS: Dict[str, Command] = {
-    "export": (build.add_export_arguments, build.run_export,
-               "Export SAM to sam_encoder.onnx and sam_decoder.onnx, checked against SamPredictor.",
-               "Export a SAM checkpoint (or preset) to ONNX and check both graphs with ONNX Runtime against Meta's SamPredictor on a real photo; fails with the figures if they disagree."),
-    "build": (build.add_build_arguments, build.run_build,
-              "Export SAM and write a Triton model repository for a runtime.",
-              "Export SAM (reusing a cached export of the same weights) and write the model repository: sam_encoder, sam_decoder and the sam ensemble."),
-    "serve": (serve.add_arguments, serve.run,
-              "Serve a model repository with tritonserver until Ctrl-C or SIGTERM.",
-              "Start tritonserver (the embedded one from nvidia-pytriton unless --tritonserver is given), wait until every model is READY, print the gRPC address, and shut down cleanly on Ctrl-C or SIGTERM."),
-    "segment": (segment.add_arguments, segment.run,
-                "Segment a photo with point and box prompts through a running server.",
-                "Send a photo and its prompts to a running server and write the mask PNGs, an overlay PNG and the scores."),
-    "demo": (demo.add_arguments, demo.run,
-             "The whole flow on the embedded CPU server: build, serve, segment a real photo.",
-             "Build the embedded runtime's repository from $SAM_CHECKPOINT (or Meta's ViT-B, downloaded; or seeded random ViT-B weights where there is no network), start the embedded tritonserver, segment a photo with a point and a box, write masks and overlays, and stop."),
-    "perf": (perf.add_arguments, perf.run,
-             "Benchmark sam_encoder, sam_decoder and sam with perf_analyzer, against in-process baselines.",
-             "Serve the repository (or use --url), run Triton's perf_analyzer over a concurrency sweep of each model with real photos and prompts, time ONNX Runtime and PyTorch in-process on the same model and requests, and write a report with tables, ratios and plots."),
-    "soak": (soak.add_arguments, soak.run,
-             "Load sam_decoder and sam with perf_analyzer for minutes: no failed request, flat memory, identical probe.",
-             "Serve the repository on loopback, keep sam_decoder and the sam ensemble busy with perf_analyzer at a fixed concurrency, and check that no request fails, that the server's RSS (tritonserver and its python stubs) stays within a tolerance after the warm-up, and that a probe request's outputs are identical before and after."),
+    "export": (
+        build.add_export_arguments,
+        build.run_export,
+        "Export SAM to sam_encoder.onnx and sam_decoder.onnx, checked against SamPredictor.",
+        "Export a SAM checkpoint (or preset) to ONNX and check both graphs with ONNX Runtime against Meta's SamPredictor on a real photo; fails with the figures if they disagree.",
+    ),
+    "build": (
+        build.add_build_arguments,
+        build.run_build,
+        "Export SAM and write a Triton model repository for a runtime.",
+        "Export SAM (reusing a cached export of the same weights) and write the model repository: sam_encoder, sam_decoder and the sam ensemble.",
+    ),
+    "serve": (
+        serve.add_arguments,
+        serve.run,
+        "Serve a model repository with tritonserver until Ctrl-C or SIGTERM.",
+        "Start tritonserver (the embedded one from nvidia-pytriton unless --tritonserver is given), wait until every model is READY, print the gRPC address, and shut down cleanly on Ctrl-C or SIGTERM.",
+    ),
+    "segment": (
+        segment.add_arguments,
+        segment.run,
+        "Segment a photo with point and box prompts through a running server.",
+        "Send a photo and its prompts to a running server and write the mask PNGs, an overlay PNG and the scores.",
+    ),
+    "demo": (
+        demo.add_arguments,
+        demo.run,
+        "The whole flow on the embedded CPU server: build, serve, segment a real photo.",
+        "Build the embedded runtime's repository from $SAM_CHECKPOINT (or Meta's ViT-B, downloaded; or seeded random ViT-B weights where there is no network), start the embedded tritonserver, segment a photo with a point and a box, write masks and overlays, and stop.",
+    ),
+    "perf": (
+        perf.add_arguments,
+        perf.run,
+        "Benchmark sam_encoder, sam_decoder and sam with perf_analyzer, against in-process baselines.",
+        "Serve the repository (or use --url), run Triton's perf_analyzer over a concurrency sweep of each model with real photos and prompts, time ONNX Runtime and PyTorch in-process on the same model and requests, and write a report with tables, ratios and plots.",
+    ),
+    "soak": (
+        soak.add_arguments,
+        soak.run,
+        "Load sam_decoder and sam with perf_analyzer for minutes: no failed request, flat memory, identical probe.",
+        "Serve the repository on loopback, keep sam_decoder and the sam ensemble busy with perf_analyzer at a fixed concurrency, and check that no request fails, that the server's RSS (tritonserver and its python stubs) stays within a tolerance after the warm-up, and that a probe request's outputs are identical before and after.",
+    ),
 }
 
 

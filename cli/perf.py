@@ -29,23 +29,86 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_model_arguments(parser)
     a.add_cache_argument(parser)
     a.add_repository_argument(parser, "The model repository to serve and benchmark (with --url: the one that server serves).")
-    parser.add_argument("--runtime", choices=sorted(RUNTIMES), help="Write the repository for this runtime from the model first, as `build` does with its defaults; omitted: benchmark the repository as it is.")
+    parser.add_argument(
+        "--runtime",
+        choices=sorted(RUNTIMES),
+        help="Write the repository for this runtime from the model first, as `build` does with its defaults; omitted: benchmark the repository as it is.",
+    )
     parser.add_argument("--url", help="Benchmark a running server at this gRPC HOST:PORT instead of starting the embedded one.")
-    parser.add_argument("--tritonserver", type=Path, help="Start this tritonserver binary instead of the embedded one (e.g. /opt/tritonserver/bin/tritonserver for --runtime onnxruntime).")
-    parser.add_argument("--quick", action="store_true", help="A short run for CI: concurrency 1,8 for the decoder and 1,2 for the encoder and ensemble, one fixed-size measurement per level, 3 in-process requests per baseline.")
-    parser.add_argument("--concurrency", type=concurrency_list, help="Concurrency levels for sam_decoder, and for sam_encoder and sam unless --encoder-concurrency is given (default 1,2,4,8,16).")
-    parser.add_argument("--encoder-concurrency", type=concurrency_list, help="Concurrency levels for sam_encoder and the sam ensemble, which both run the image encoder (default: --concurrency).")
-    parser.add_argument("--measurement-mode", choices=["count_windows", "time_windows"], help="perf_analyzer's --measurement-mode: windows of a request count, or of a fixed time.")
-    parser.add_argument("--measurement-interval", type=int, help="perf_analyzer's --measurement-interval in milliseconds: the window length (time_windows) or its first length (count_windows); default 5000.")
-    parser.add_argument("--window-rounds", type=int, help="Requests per concurrent client in each count window for sam_decoder: perf_analyzer's --measurement-request-count is this times the concurrency (default 10).")
-    parser.add_argument("--encoder-window-rounds", type=int, help="The same for sam_encoder and sam, whose requests take far longer (default 5).")
-    parser.add_argument("--stability-percentage", type=float, help="perf_analyzer's --stability-percentage: how far 3 windows may differ and still count as stable (default 10).")
-    parser.add_argument("--max-trials", type=int, help="perf_analyzer's --max-trials: the most windows per level before it gives up on stability (default 10).")
-    parser.add_argument("--baseline-requests", type=int, help="Timed in-process requests per model and baseline runtime (default 20; 3 with --quick).")
-    parser.add_argument("--photo", type=Path, action="append", help="A photo to benchmark with; repeat for several (default: scikit-image's chelsea, coffee and astronaut photos).")
-    parser.add_argument("--out", type=Path, default=Path("perf/results"), help="Where the run's folder (<timestamp>-<host>/) with the report, CSVs and plots is written.")
-    parser.add_argument("--tools-dir", type=Path, help="Where perf_analyzer is fetched to when it is not on PATH (default: .tools/ of the checkout, or $SAM_TRITON_TOOLS).")
-    parser.add_argument("--run-timeout", type=float, default=1800.0, help="Seconds one perf_analyzer run (one model at one concurrency) may take before it is stopped.")
+    parser.add_argument(
+        "--tritonserver",
+        type=Path,
+        help="Start this tritonserver binary instead of the embedded one (e.g. /opt/tritonserver/bin/tritonserver for --runtime onnxruntime).",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="A short run for CI: concurrency 1,8 for the decoder and 1,2 for the encoder and ensemble, one fixed-size measurement per level, 3 in-process requests per baseline.",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=concurrency_list,
+        help="Concurrency levels for sam_decoder, and for sam_encoder and sam unless --encoder-concurrency is given (default 1,2,4,8,16).",
+    )
+    parser.add_argument(
+        "--encoder-concurrency",
+        type=concurrency_list,
+        help="Concurrency levels for sam_encoder and the sam ensemble, which both run the image encoder (default: --concurrency).",
+    )
+    parser.add_argument(
+        "--measurement-mode",
+        choices=["count_windows", "time_windows"],
+        help="perf_analyzer's --measurement-mode: windows of a request count, or of a fixed time.",
+    )
+    parser.add_argument(
+        "--measurement-interval",
+        type=int,
+        help="perf_analyzer's --measurement-interval in milliseconds: the window length (time_windows) or its first length (count_windows); default 5000.",
+    )
+    parser.add_argument(
+        "--window-rounds",
+        type=int,
+        help="Requests per concurrent client in each count window for sam_decoder: perf_analyzer's --measurement-request-count is this times the concurrency (default 10).",
+    )
+    parser.add_argument(
+        "--encoder-window-rounds", type=int, help="The same for sam_encoder and sam, whose requests take far longer (default 5)."
+    )
+    parser.add_argument(
+        "--stability-percentage",
+        type=float,
+        help="perf_analyzer's --stability-percentage: how far 3 windows may differ and still count as stable (default 10).",
+    )
+    parser.add_argument(
+        "--max-trials",
+        type=int,
+        help="perf_analyzer's --max-trials: the most windows per level before it gives up on stability (default 10).",
+    )
+    parser.add_argument(
+        "--baseline-requests", type=int, help="Timed in-process requests per model and baseline runtime (default 20; 3 with --quick)."
+    )
+    parser.add_argument(
+        "--photo",
+        type=Path,
+        action="append",
+        help="A photo to benchmark with; repeat for several (default: scikit-image's chelsea, coffee and astronaut photos).",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("perf/results"),
+        help="Where the run's folder (<timestamp>-<host>/) with the report, CSVs and plots is written.",
+    )
+    parser.add_argument(
+        "--tools-dir",
+        type=Path,
+        help="Where perf_analyzer is fetched to when it is not on PATH (default: .tools/ of the checkout, or $SAM_TRITON_TOOLS).",
+    )
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=1800.0,
+        help="Seconds one perf_analyzer run (one model at one concurrency) may take before it is stopped.",
+    )
 
 
 def options_from_args(args: argparse.Namespace):
@@ -58,8 +121,13 @@ def options_from_args(args: argparse.Namespace):
     stabilize = not args.quick or any(value is not None for value in stability)
 
     def measurement(rounds, full: Measurement, quick: Measurement) -> Measurement:
-        given = {"mode": args.measurement_mode, "interval_ms": args.measurement_interval, "rounds": rounds,
-                 "stability_percentage": args.stability_percentage, "max_trials": args.max_trials}
+        given = {
+            "mode": args.measurement_mode,
+            "interval_ms": args.measurement_interval,
+            "rounds": rounds,
+            "stability_percentage": args.stability_percentage,
+            "max_trials": args.max_trials,
+        }
         base = quick if args.quick else full
         return dataclasses.replace(base, stabilize=stabilize, **{k: v for k, v in given.items() if v is not None})
 
@@ -67,14 +135,23 @@ def options_from_args(args: argparse.Namespace):
     encoder_levels = args.encoder_concurrency or args.concurrency or (o.QUICK_ENCODER_CONCURRENCY if args.quick else o.FULL_CONCURRENCY)
     return o.PerfOptions(
         model=a.model_choice(args),
-        repository=args.repository, cache_dir=a.cache_dir(args), results_dir=args.out,
-        runtime=args.runtime, url=args.url, tritonserver=args.tritonserver,
-        check_image=args.image, check_export=not args.skip_check, photos=tuple(args.photo or ()),
-        decoder_concurrency=decoder_levels, encoder_concurrency=encoder_levels,
+        repository=args.repository,
+        cache_dir=a.cache_dir(args),
+        results_dir=args.out,
+        runtime=args.runtime,
+        url=args.url,
+        tritonserver=args.tritonserver,
+        check_image=args.image,
+        check_export=not args.skip_check,
+        photos=tuple(args.photo or ()),
+        decoder_concurrency=decoder_levels,
+        encoder_concurrency=encoder_levels,
         decoder_measurement=measurement(args.window_rounds, o.FULL_DECODER_MEASUREMENT, o.QUICK_DECODER_MEASUREMENT),
         encoder_measurement=measurement(args.encoder_window_rounds, o.FULL_ENCODER_MEASUREMENT, o.QUICK_ENCODER_MEASUREMENT),
         baseline_requests=args.baseline_requests or (o.QUICK_BASELINE_REQUESTS if args.quick else o.FULL_BASELINE_REQUESTS),
-        quick=args.quick, tools_dir=args.tools_dir, run_timeout_s=args.run_timeout,
+        quick=args.quick,
+        tools_dir=args.tools_dir,
+        run_timeout_s=args.run_timeout,
         command_line=shlex.join(["sam-triton", *getattr(args, "argv", sys.argv[1:])]),
     )
 

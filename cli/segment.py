@@ -10,12 +10,13 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from . import everything as everything_command
 from sam_triton.client.client import SamClient
-from sam_triton.client.transport.core import TRANSPORTS
 from sam_triton.client.errors import InvalidInputError
 from sam_triton.client.images import load_image
 from sam_triton.client.outputs import segment_to_files
+from sam_triton.client.transport.core import TRANSPORTS
+
+from . import everything as everything_command
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,34 @@ def parse_box(text: str) -> Tuple[float, float, float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="The photo to segment (any format PIL reads; converted to RGB).")
-    parser.add_argument("--point", type=parse_point, action="append", default=[], metavar="X,Y[,LABEL]",
-                        help="A click in image pixels; LABEL is 1 for foreground (the default) or 0 for background. Repeat for several points.")
+    parser.add_argument(
+        "--point",
+        type=parse_point,
+        action="append",
+        default=[],
+        metavar="X,Y[,LABEL]",
+        help="A click in image pixels; LABEL is 1 for foreground (the default) or 0 for background. Repeat for several points.",
+    )
     parser.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="A box prompt in image pixels.")
     parser.add_argument("--url", default="127.0.0.1:8001", help="The gRPC address of the Triton server (host:port).")
-    parser.add_argument("--out", type=Path, default=Path("out"), help="The directory to write mask_<i>.png, overlay.png and scores.json into.")
-    parser.add_argument("--single-mask", action="store_true",
-                        help="Ask for SAM's single-mask output instead of its three multimask candidates (better for several points or a box).")
-    parser.add_argument("--ensemble", action="store_true",
-                        help="Send one request through the 'sam' ensemble instead of sam_encoder then sam_decoder.")
+    parser.add_argument(
+        "--out", type=Path, default=Path("out"), help="The directory to write mask_<i>.png, overlay.png and scores.json into."
+    )
+    parser.add_argument(
+        "--single-mask",
+        action="store_true",
+        help="Ask for SAM's single-mask output instead of its three multimask candidates (better for several points or a box).",
+    )
+    parser.add_argument(
+        "--ensemble", action="store_true", help="Send one request through the 'sam' ensemble instead of sam_encoder then sam_decoder."
+    )
     parser.add_argument("--timeout-s", type=float, default=120.0, help="The time limit of each request, in seconds.")
-    parser.add_argument("--transport", choices=TRANSPORTS, default="auto",
-                        help="Where the image embedding lives between requests: auto (shared memory for a server on this machine, else grpc), shm, cuda or grpc.")
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="auto",
+        help="Where the image embedding lives between requests: auto (shared memory for a server on this machine, else grpc), shm, cuda or grpc.",
+    )
     everything_command.add_arguments(parser)
 
 

@@ -16,8 +16,8 @@ import tritonclient.grpc.aio as aioclient
 
 from .client_api import SamClientAPI, as_public_method
 from .contract import Limits
-from .transport.drivers import run_async
 from .errors import ClientNotOpenError
+from .transport.drivers import run_async
 from .transport.ops import Flow
 
 

@@ -92,8 +92,9 @@ class SamClient(SamClientAPI):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _infer(self, model: str, arrays: Dict[str, np.ndarray], output_names: Tuple[str, ...], *,
-               headers: Optional[Dict[str, str]] = None) -> Dict[str, np.ndarray]:
+    def _infer(
+        self, model: str, arrays: Dict[str, np.ndarray], output_names: Tuple[str, ...], *, headers: Optional[Dict[str, str]] = None
+    ) -> Dict[str, np.ndarray]:
         """One raw inference, past the client-side checks (tests use it to reach the server's)."""
         return self._run(self._core.session(self._core.infer(model, arrays, output_names, self.timeout_s), headers))
 

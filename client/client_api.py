@@ -16,8 +16,8 @@ import numpy as np
 from . import flows as predictor_flows
 from .amg import generator as automatic
 from .amg.generator import MaskGeneratorOptions
-from .transport.channel_options import ChannelOptions
 from .contract import Limits
+from .transport.channel_options import ChannelOptions
 from .transport.core import SamCore
 from .transport.ops import Flow, RetryPolicy, Rpc, Sleep
 
@@ -57,12 +57,28 @@ class SamClientAPI:
         channel_args: Optional[Sequence[Tuple[str, Any]]] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
-        channel = ChannelOptions(ssl=ssl, root_certificates=root_certificates, private_key=private_key,
-                                 certificate_chain=certificate_chain, creds=creds, keepalive_options=keepalive_options,
-                                 channel_args=channel_args, headers=headers or {})
-        self._core = SamCore(url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s, transport=transport,
-                             retry=retry or RetryPolicy(), limits=limits, cuda_device=cuda_device, max_regions=max_regions,
-                             api_key=api_key, channel=channel)
+        channel = ChannelOptions(
+            ssl=ssl,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            creds=creds,
+            keepalive_options=keepalive_options,
+            channel_args=channel_args,
+            headers=headers or {},
+        )
+        self._core = SamCore(
+            url,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            transport=transport,
+            retry=retry or RetryPolicy(),
+            limits=limits,
+            cuda_device=cuda_device,
+            max_regions=max_regions,
+            api_key=api_key,
+            channel=channel,
+        )
         self._grpc: Any = None
         self._open_lock = self._make_open_lock()
 
@@ -81,7 +97,7 @@ class SamClientAPI:
 
     @property
     def state(self) -> str:
-        """"new" (not connected yet), "open", "closing" or "closed"."""
+        """ "new" (not connected yet), "open", "closing" or "closed"."""
         return self._core.state
 
     @property
@@ -147,16 +163,20 @@ class SamClientAPI:
             self._grpc = None
 
     # -- calls, as flows ---------------------------------------------------------------------
-    def _set_image(self, image: Any, image_format: str = "RGB", *, timeout_s: Optional[float] = None,
-                   headers: Optional[Mapping[str, str]] = None) -> Flow:
+    def _set_image(
+        self, image: Any, image_format: str = "RGB", *, timeout_s: Optional[float] = None, headers: Optional[Mapping[str, str]] = None
+    ) -> Flow:
         """Embed an HxWx3 uint8 image (RGB, or BGR with ``image_format``) with ``sam_encoder``.
 
         With transport "shm"/"cuda" the embedding stays in a region on the server's side of the
         socket; with "grpc" it comes back (4 MB) and is re-sent with each predict. Every call also
         takes ``headers=``: gRPC metadata for its requests, merged over the client's ``headers``.
         """
-        return (yield from self._core.session(
-            predictor_flows.set_image(self._core, image, image_format, self._core.timeout(timeout_s)), headers))
+        return (
+            yield from self._core.session(
+                predictor_flows.set_image(self._core, image, image_format, self._core.timeout(timeout_s)), headers
+            )
+        )
 
     def _predict(
         self,
@@ -177,9 +197,21 @@ class SamClientAPI:
         from a previous call. Returns masks CxHxW (bool, or float logits with ``return_logits``),
         iou_predictions C and low-res logits Cx256x256, with C = 3 if ``multimask_output`` else 1.
         """
-        return (yield from self._core.session(predictor_flows.predict(
-            self._core, point_coords=point_coords, point_labels=point_labels, box=box, mask_input=mask_input,
-            multimask_output=multimask_output, return_logits=return_logits, timeout_s=self._core.timeout(timeout_s)), headers))
+        return (
+            yield from self._core.session(
+                predictor_flows.predict(
+                    self._core,
+                    point_coords=point_coords,
+                    point_labels=point_labels,
+                    box=box,
+                    mask_input=mask_input,
+                    multimask_output=multimask_output,
+                    return_logits=return_logits,
+                    timeout_s=self._core.timeout(timeout_s),
+                ),
+                headers,
+            )
+        )
 
     def _predict_batch(
         self,
@@ -200,9 +232,21 @@ class SamClientAPI:
         Returns masks PxCxHxW, iou_predictions PxC, low-res logits PxCx256x256, each prompt's row
         equal to what ``predict`` returns for it. ``timeout_s`` bounds each request.
         """
-        return (yield from self._core.session(predictor_flows.predict_batch(
-            self._core, point_coords=point_coords, point_labels=point_labels, boxes=boxes, mask_inputs=mask_inputs,
-            multimask_output=multimask_output, return_logits=return_logits, timeout_s=self._core.timeout(timeout_s)), headers))
+        return (
+            yield from self._core.session(
+                predictor_flows.predict_batch(
+                    self._core,
+                    point_coords=point_coords,
+                    point_labels=point_labels,
+                    boxes=boxes,
+                    mask_inputs=mask_inputs,
+                    multimask_output=multimask_output,
+                    return_logits=return_logits,
+                    timeout_s=self._core.timeout(timeout_s),
+                ),
+                headers,
+            )
+        )
 
     def _segment(
         self,
@@ -222,14 +266,32 @@ class SamClientAPI:
 
         Stateless: it neither needs nor changes the image set by ``set_image``.
         """
-        return (yield from self._core.session(predictor_flows.segment(
-            self._core, image, point_coords=point_coords, point_labels=point_labels, box=box, mask_input=mask_input,
-            multimask_output=multimask_output, return_logits=return_logits, image_format=image_format,
-            timeout_s=self._core.timeout(timeout_s)), headers))
+        return (
+            yield from self._core.session(
+                predictor_flows.segment(
+                    self._core,
+                    image,
+                    point_coords=point_coords,
+                    point_labels=point_labels,
+                    box=box,
+                    mask_input=mask_input,
+                    multimask_output=multimask_output,
+                    return_logits=return_logits,
+                    image_format=image_format,
+                    timeout_s=self._core.timeout(timeout_s),
+                ),
+                headers,
+            )
+        )
 
     def _generate(
-        self, image: Any, options: Optional[MaskGeneratorOptions] = None, *, timeout_s: Optional[float] = None,
-        headers: Optional[Mapping[str, str]] = None, **overrides: Any,
+        self,
+        image: Any,
+        options: Optional[MaskGeneratorOptions] = None,
+        *,
+        timeout_s: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        **overrides: Any,
     ) -> Flow:
         """All masks of an HxWx3 uint8 RGB image, as ``SamAutomaticMaskGenerator.generate``.
 

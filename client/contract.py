@@ -88,41 +88,65 @@ class TensorSpec:
 
 # sam_encoder
 IMAGE = TensorSpec(
-    "image", "UINT8", (IMAGE_SIZE, IMAGE_SIZE, 3),
+    "image",
+    "UINT8",
+    (IMAGE_SIZE, IMAGE_SIZE, 3),
     doc="RGB, resized so the longest side is 1024 (SAM's ResizeLongestSide), zero-padded at bottom and right",
 )
 INPUT_SIZE = TensorSpec(
-    "input_size", "INT32", (2,),
+    "input_size",
+    "INT32",
+    (2,),
     doc="(h, w) of the resized image before padding, each in [1, 1024]",
 )
 IMAGE_EMBEDDINGS = TensorSpec(
-    "image_embeddings", "FP32", (EMBED_DIM, EMBED_SIZE, EMBED_SIZE),
+    "image_embeddings",
+    "FP32",
+    (EMBED_DIM, EMBED_SIZE, EMBED_SIZE),
     doc="SAM's image embedding",
 )
 
 # sam_decoder: P prompts of N points each, for one embedding
 POINT_COORDS = TensorSpec(
-    "point_coords", "FP32", (-1, -1, 2), ("prompts", "points"),
+    "point_coords",
+    "FP32",
+    (-1, -1, 2),
+    ("prompts", "points"),
     doc="(x, y) in pixels of the resized 1024 frame (the client applies ResizeLongestSide to coordinates)",
 )
 POINT_LABELS = TensorSpec(
-    "point_labels", "FP32", (-1, -1), ("prompts", "points"),
+    "point_labels",
+    "FP32",
+    (-1, -1),
+    ("prompts", "points"),
     doc="1 foreground, 0 background, 2 box top-left, 3 box bottom-right, -1 padding point",
 )
 MASK_INPUT = TensorSpec(
-    "mask_input", "FP32", (-1, 1, LOW_RES_SIZE, LOW_RES_SIZE), ("prompts",),
+    "mask_input",
+    "FP32",
+    (-1, 1, LOW_RES_SIZE, LOW_RES_SIZE),
+    ("prompts",),
     doc="previous low-res mask logits, or zeros",
 )
 HAS_MASK_INPUT = TensorSpec(
-    "has_mask_input", "FP32", (-1,), ("prompts",),
+    "has_mask_input",
+    "FP32",
+    (-1,),
+    ("prompts",),
     doc="1 where mask_input holds a previous mask, else 0",
 )
 IOU_PREDICTIONS = TensorSpec(
-    "iou_predictions", "FP32", (-1, NUM_MASK_OUTPUTS), ("prompts",),
+    "iou_predictions",
+    "FP32",
+    (-1, NUM_MASK_OUTPUTS),
+    ("prompts",),
     doc="predicted IoU of each mask",
 )
 LOW_RES_MASKS = TensorSpec(
-    "low_res_masks", "FP32", (-1, NUM_MASK_OUTPUTS, LOW_RES_SIZE, LOW_RES_SIZE), ("prompts",),
+    "low_res_masks",
+    "FP32",
+    (-1, NUM_MASK_OUTPUTS, LOW_RES_SIZE, LOW_RES_SIZE),
+    ("prompts",),
     doc="mask logits in the 256x256 frame of the padded 1024 image; index 0 single-mask, 1..3 multimask",
 )
 

@@ -46,9 +46,7 @@ class ServerError(SamTritonError):
     own text says what was expected.
     """
 
-    def __init__(
-        self, message: str, *, model: Optional[str] = None, status: Optional[str] = None, request: str = ""
-    ) -> None:
+    def __init__(self, message: str, *, model: Optional[str] = None, status: Optional[str] = None, request: str = "") -> None:
         self.model = model
         self.status = status
         self.request = request
@@ -110,9 +108,7 @@ def status_name(exc: BaseException) -> Optional[str]:
     return str(code).rsplit(".", 1)[-1]
 
 
-def from_triton(
-    exc: BaseException, *, model: Optional[str] = None, request: str = "", shared_memory: bool = False
-) -> ServerError:
+def from_triton(exc: BaseException, *, model: Optional[str] = None, request: str = "", shared_memory: bool = False) -> ServerError:
     """Wrap a tritonclient ``InferenceServerException`` in the matching error of ours.
 
     ``shared_memory`` marks a failed region registration: any code but UNAVAILABLE and
@@ -124,6 +120,8 @@ def from_triton(
     message = message or str(exc)
     if shared_memory and cls not in (ServerUnavailableError, RequestTimeoutError):
         cls = SharedMemoryError
-        message += (" (system shared memory needs the server on this host with the same /dev/shm, in Docker"
-                    " --ipc=host; CUDA shared memory needs a server with a GPU; transport='grpc' works everywhere)")
+        message += (
+            " (system shared memory needs the server on this host with the same /dev/shm, in Docker"
+            " --ipc=host; CUDA shared memory needs a server with a GPU; transport='grpc' works everywhere)"
+        )
     return cls(message, model=model, status=code, request=request)

@@ -12,11 +12,12 @@ from typing import Sequence
 import numpy as np
 
 from .contract import ENSEMBLE_MODEL, LOW_RES_SIZE, NUM_MASK_OUTPUTS
-from .transport.core import Embedded, SamCore
-from .transport.ops import Flow, compute
 from .predictor.prompt_batches import encode_prompt_batch, plan_requests
 from .predictor.prompts import DecoderPrompt, encode_prompt
 from .predictor.requests import OUTPUT_NAMES, image_request, predictions, prompt_request, upsampled
+from .transport.core import Embedded, SamCore
+from .transport.ops import Flow, compute
+
 
 def set_image(core: SamCore, image: object, image_format: str, timeout_s: float) -> Flow:
     """Embed an HxWx3 uint8 image and make it the current one."""
@@ -26,7 +27,10 @@ def set_image(core: SamCore, image: object, image_format: str, timeout_s: float)
 
 
 def decode_all(
-    core: SamCore, embedded: Embedded, prompts: Sequence[DecoderPrompt], timeout_s: float,
+    core: SamCore,
+    embedded: Embedded,
+    prompts: Sequence[DecoderPrompt],
+    timeout_s: float,
 ) -> Flow:
     """P prompts of one held embedding, in as few decoder requests as the limits allow.
 
@@ -43,50 +47,84 @@ def decode_all(
 
 
 def predict(
-    core: SamCore, *, point_coords: object, point_labels: object, box: object, mask_input: object,
-    multimask_output: bool, return_logits: bool, timeout_s: float,
+    core: SamCore,
+    *,
+    point_coords: object,
+    point_labels: object,
+    box: object,
+    mask_input: object,
+    multimask_output: bool,
+    return_logits: bool,
+    timeout_s: float,
 ) -> Flow:
     """One prompt on the current image -> (masks CxHxW, iou C, low-res logits Cx256x256)."""
     embedded = core.hold_current()
     try:
-        prompt = encode_prompt(embedded.state.original_size, point_coords=point_coords, point_labels=point_labels,
-                               box=box, mask_input=mask_input, limits=core.limits)
+        prompt = encode_prompt(
+            embedded.state.original_size,
+            point_coords=point_coords,
+            point_labels=point_labels,
+            box=box,
+            mask_input=mask_input,
+            limits=core.limits,
+        )
         iou, low_res = yield from core.decode(embedded, [prompt], timeout_s)
     finally:
         core.release(embedded)
-    masks, iou, low_res = yield from compute(upsampled, iou, low_res, embedded.state, multimask_output=multimask_output,
-                                             return_logits=return_logits)
+    masks, iou, low_res = yield from compute(
+        upsampled, iou, low_res, embedded.state, multimask_output=multimask_output, return_logits=return_logits
+    )
     return masks[0], iou[0], low_res[0]
 
 
 def predict_batch(
-    core: SamCore, *, point_coords: object, point_labels: object, boxes: object, mask_inputs: object,
-    multimask_output: bool, return_logits: bool, timeout_s: float,
+    core: SamCore,
+    *,
+    point_coords: object,
+    point_labels: object,
+    boxes: object,
+    mask_inputs: object,
+    multimask_output: bool,
+    return_logits: bool,
+    timeout_s: float,
 ) -> Flow:
     """P prompts on the current image -> (masks PxCxHxW, iou PxC, low-res logits PxCx256x256)."""
     embedded = core.hold_current()
     try:
-        prompts = encode_prompt_batch(embedded.state.original_size, point_coords=point_coords,
-                                      point_labels=point_labels, boxes=boxes, mask_inputs=mask_inputs,
-                                      limits=core.limits)
+        prompts = encode_prompt_batch(
+            embedded.state.original_size,
+            point_coords=point_coords,
+            point_labels=point_labels,
+            boxes=boxes,
+            mask_inputs=mask_inputs,
+            limits=core.limits,
+        )
         iou, low_res = yield from decode_all(core, embedded, prompts, timeout_s)
     finally:
         core.release(embedded)
-    return (yield from compute(upsampled, iou, low_res, embedded.state, multimask_output=multimask_output,
-                               return_logits=return_logits))
+    return (yield from compute(upsampled, iou, low_res, embedded.state, multimask_output=multimask_output, return_logits=return_logits))
 
 
 def segment(
-    core: SamCore, image: object, *, point_coords: object, point_labels: object, box: object, mask_input: object,
-    multimask_output: bool, return_logits: bool, image_format: str, timeout_s: float,
+    core: SamCore,
+    image: object,
+    *,
+    point_coords: object,
+    point_labels: object,
+    box: object,
+    mask_input: object,
+    multimask_output: bool,
+    return_logits: bool,
+    image_format: str,
+    timeout_s: float,
 ) -> Flow:
     """One request through the ``sam`` ensemble; stateless (the current image is untouched)."""
     state = yield from compute(image_request, image, image_format)
-    prompt = encode_prompt(state.original_size, point_coords=point_coords, point_labels=point_labels, box=box,
-                           mask_input=mask_input, limits=core.limits)
+    prompt = encode_prompt(
+        state.original_size, point_coords=point_coords, point_labels=point_labels, box=box, mask_input=mask_input, limits=core.limits
+    )
     arrays = dict(state.encoder_inputs)
     arrays.update(prompt_request([prompt]))
     outputs = yield from core.infer(ENSEMBLE_MODEL, arrays, OUTPUT_NAMES, timeout_s)
-    masks, iou, low_res = yield from compute(predictions, outputs, state, multimask_output=multimask_output,
-                                             return_logits=return_logits)
+    masks, iou, low_res = yield from compute(predictions, outputs, state, multimask_output=multimask_output, return_logits=return_logits)
     return masks[0], iou[0], low_res[0]

@@ -32,8 +32,7 @@ class RecordingProxy(grpc.GenericRpcHandler):
         forward = self._upstream.unary_unary(method)  # no (de)serializers: bytes in, bytes out
 
         def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
-            metadata = [(key, value) for key, value in context.invocation_metadata()
-                        if not key.startswith(_TRANSPORT_KEYS)]
+            metadata = [(key, value) for key, value in context.invocation_metadata() if not key.startswith(_TRANSPORT_KEYS)]
             with self._lock:
                 self.calls.append((method.rsplit("/", 1)[-1], dict(metadata)))
             try:

@@ -60,15 +60,19 @@ def test_boxes_rle_area_and_stability_match_sam():
         assert amg_masks.area_from_rle(rle) == sam_amg.area_from_rle(rle) == int(mask.sum())
     logits = rng.normal(0, 2, (12, 37, 53)).astype(np.float32)
     for offset in (0.05, 1.0):
-        np.testing.assert_array_equal(amg_masks.calculate_stability_score(logits, 0.0, offset),
-                                      sam_amg.calculate_stability_score(torch.as_tensor(logits), 0.0, offset).numpy())
+        np.testing.assert_array_equal(
+            amg_masks.calculate_stability_score(logits, 0.0, offset),
+            sam_amg.calculate_stability_score(torch.as_tensor(logits), 0.0, offset).numpy(),
+        )
 
 
 @pytest.mark.parametrize("size", [(534, 800), (1200, 1800), (101, 99)])
 def test_grids_crops_and_uncrop_match_sam(size):
     for n_layers in (0, 1, 2):
         assert amg_geometry.generate_crop_boxes(size, n_layers, 512 / 1500) == sam_amg.generate_crop_boxes(size, n_layers, 512 / 1500)
-        for ours, ref in zip(amg_geometry.build_all_layer_point_grids(16, n_layers, 2), sam_amg.build_all_layer_point_grids(16, n_layers, 2)):
+        for ours, ref in zip(
+            amg_geometry.build_all_layer_point_grids(16, n_layers, 2), sam_amg.build_all_layer_point_grids(16, n_layers, 2)
+        ):
             np.testing.assert_array_equal(ours, ref)
     h, w = size
     crop_boxes, _ = amg_geometry.generate_crop_boxes(size, 1, 512 / 1500)
@@ -77,18 +81,25 @@ def test_grids_crops_and_uncrop_match_sam(size):
         ch, cw = crop[3] - crop[1], crop[2] - crop[0]
         boxes = np.sort(rng.integers(0, min(ch, cw), (40, 4)), axis=1)[:, [0, 1, 2, 3]]
         boxes[:5] = [0, 0, cw - 1, ch - 1]
-        np.testing.assert_array_equal(amg_geometry.is_box_near_crop_edge(boxes, crop, [0, 0, w, h]),
-                                      sam_amg.is_box_near_crop_edge(torch.as_tensor(boxes), crop, [0, 0, w, h]).numpy())
-        np.testing.assert_array_equal(amg_geometry.uncrop_boxes_xyxy(boxes, crop), sam_amg.uncrop_boxes_xyxy(torch.as_tensor(boxes), crop).numpy())
+        np.testing.assert_array_equal(
+            amg_geometry.is_box_near_crop_edge(boxes, crop, [0, 0, w, h]),
+            sam_amg.is_box_near_crop_edge(torch.as_tensor(boxes), crop, [0, 0, w, h]).numpy(),
+        )
+        np.testing.assert_array_equal(
+            amg_geometry.uncrop_boxes_xyxy(boxes, crop), sam_amg.uncrop_boxes_xyxy(torch.as_tensor(boxes), crop).numpy()
+        )
         masks = rng.random((2, ch, cw)) < 0.5
-        np.testing.assert_array_equal(amg_geometry.uncrop_masks(masks, crop, h, w), sam_amg.uncrop_masks(torch.as_tensor(masks), crop, h, w).numpy())
+        np.testing.assert_array_equal(
+            amg_geometry.uncrop_masks(masks, crop, h, w), sam_amg.uncrop_masks(torch.as_tensor(masks), crop, h, w).numpy()
+        )
 
 
 def test_remove_small_regions_matches_opencv():
     pytest.importorskip("cv2")
     rng = np.random.default_rng(3)
-    cases = list(blob_masks(rng, 20, 60, 90)) + [rng.random((int(h), int(w))) < d for h, w, d in
-                                                  zip(rng.integers(1, 40, 60), rng.integers(1, 40, 60), rng.uniform(0.05, 0.95, 60))]
+    cases = list(blob_masks(rng, 20, 60, 90)) + [
+        rng.random((int(h), int(w))) < d for h, w, d in zip(rng.integers(1, 40, 60), rng.integers(1, 40, 60), rng.uniform(0.05, 0.95, 60))
+    ]
     for mask in cases:
         for mode in ("holes", "islands"):
             for area in (1, 5, 30, 400):

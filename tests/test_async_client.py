@@ -57,7 +57,7 @@ def test_async_lifecycle_and_set_image_during_predicts(grpc_url, images):
         client = AsyncSamClient(grpc_url)
         assert client.state == "new" and client.transport is None
         with pytest.raises(ClientNotOpenError):
-            client.limits
+            _ = client.limits
         with pytest.raises(NoImageSetError):
             await client.predict(point_coords=np.array([[10, 10]]), point_labels=np.array([1]))
         assert client.state == "open" and client.limits.max_prompts >= 1  # the first call opened it

@@ -31,8 +31,10 @@ def big_photo() -> np.ndarray:
 
 def clicks(image):
     h, w = image.shape[:2]
-    return dict(point_coords=[np.array([[w * (0.1 + 0.1 * k), h * (0.3 + 0.05 * k)]]) for k in range(PROMPTS)],
-                point_labels=[np.array([1])] * PROMPTS)
+    return dict(
+        point_coords=[np.array([[w * (0.1 + 0.1 * k), h * (0.3 + 0.05 * k)]]) for k in range(PROMPTS)],
+        point_labels=[np.array([1])] * PROMPTS,
+    )
 
 
 async def ticking(call):
@@ -111,5 +113,7 @@ def test_predict_batch_memory_stays_near_its_result(grpc_url, big_photo):
     bound = result + decoder_reply + 2 * UPSAMPLE_CHUNK_BYTES + 32 * 2**20
     all_at_once = masks.size * 4  # what upsampling every mask at once held in float32 (9 GB for 64 prompts)
     assert bound < result + all_at_once, "the photo is too small to tell chunked from all at once"
-    assert peak - before < bound, (f"predict_batch held {(peak - before) / 2**20:.0f} MiB at its peak for a"
-                                   f" {result / 2**20:.0f} MiB result (bound {bound / 2**20:.0f} MiB)")
+    assert peak - before < bound, (
+        f"predict_batch held {(peak - before) / 2**20:.0f} MiB at its peak for a"
+        f" {result / 2**20:.0f} MiB result (bound {bound / 2**20:.0f} MiB)"
+    )

@@ -92,4 +92,6 @@ def test_concurrent_requests_are_batched_and_correct(grpc_url, patient_server, i
         assert rel_l2(got[2], want[2]) <= LOGITS_REL_L2
     assert (ran.succeeded, ran.failed, ran.inferences) == (len(points), 0, len(points))
     batch = DEFAULT_LIMITS.max_batch_size
-    assert ran.executions == len(points) // batch, f"Triton ran {ran.executions} executions for {len(points)} requests, not full batches of {batch}"
+    assert ran.executions == len(points) // batch, (
+        f"Triton ran {ran.executions} executions for {len(points)} requests, not full batches of {batch}"
+    )

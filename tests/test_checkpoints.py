@@ -13,16 +13,23 @@ from typing import Iterator, List
 import numpy as np
 import pytest
 
-from sam_triton.build.models.checkpoints import (OFFICIAL_FILES, CheckpointSource, DownloadError, OfficialFile, checkpoint_or_none,
-                                          download_official, md5_of)
 from sam_triton.build.demo import DemoConfig, choose_weights
+from sam_triton.build.models.checkpoints import (
+    OFFICIAL_FILES,
+    CheckpointSource,
+    DownloadError,
+    OfficialFile,
+    checkpoint_or_none,
+    download_official,
+    md5_of,
+)
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """SimpleHTTPRequestHandler with single ``bytes=N-`` ranges (what a resumed download asks for)
     when the server's ``ranges`` is set; every request's Range header is recorded."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         wanted = self.headers.get("Range")
         self.server.seen.append((self.path, wanted))
         match = re.fullmatch(r"bytes=(\d+)-", wanted or "")
@@ -91,7 +98,10 @@ def checkpoint_files(cache_dir: Path) -> List[str]:
 def test_meta_file_names_carry_the_md5_prefix():
     """The table's MD5s agree with Meta's file names, which end in the MD5's first 6 hex digits (not the sha256's)."""
     assert {k: (f.name, f.md5[:6]) for k, f in OFFICIAL_FILES.items()} == {
-        "vit_b": ("sam_vit_b_01ec64.pth", "01ec64"), "vit_l": ("sam_vit_l_0b3195.pth", "0b3195"), "vit_h": ("sam_vit_h_4b8939.pth", "4b8939")}
+        "vit_b": ("sam_vit_b_01ec64.pth", "01ec64"),
+        "vit_l": ("sam_vit_l_0b3195.pth", "0b3195"),
+        "vit_h": ("sam_vit_h_4b8939.pth", "4b8939"),
+    }
     with pytest.raises(ValueError, match="ends in '01ec64', but its md5 starts with 'aaaaaa'"):
         OfficialFile("sam_vit_b_01ec64.pth", "a" * 32)
 
@@ -109,12 +119,15 @@ def test_a_file_matching_its_md5_is_downloaded_once_with_progress(served, tmp_pa
 
 
 def test_a_corrupt_download_is_refused_and_removed(served, tmp_path):
-    server, source, payload = served
+    _server, source, payload = served
     served_file = tmp_path / "www" / "files" / source.files["vit_b"].name
     served_file.write_bytes(payload[:1000] + bytes([payload[1000] ^ 0xFF]) + payload[1001:])  # one byte flipped
     cache = tmp_path / "cache"
-    with pytest.raises(DownloadError, match=rf"the downloaded file's MD5 is [0-9a-f]{{32}}, expected {source.files['vit_b'].md5}"
-                                            r" \(Meta's published MD5 of sam_test_\w+\.pth\); the file was deleted"):
+    with pytest.raises(
+        DownloadError,
+        match=rf"the downloaded file's MD5 is [0-9a-f]{{32}}, expected {source.files['vit_b'].md5}"
+        r" \(Meta's published MD5 of sam_test_\w+\.pth\); the file was deleted",
+    ):
         download_official("vit_b", cache, source=source)
     assert checkpoint_files(cache) == []
     assert checkpoint_or_none("vit_b", cache, source=source) is None  # the demo's path: a warning, then random weights
@@ -140,7 +153,7 @@ def test_a_server_without_ranges_restarts_the_download(served, tmp_path):
 
 
 def test_a_cached_file_with_the_wrong_md5_is_downloaded_again(served, tmp_path):
-    server, source, payload = served
+    _server, source, payload = served
     cached = tmp_path / "cache" / "checkpoints" / source.files["vit_b"].name
     cached.parent.mkdir(parents=True)
     cached.write_bytes(payload[:-1])  # truncated
@@ -160,7 +173,7 @@ def test_no_server_is_a_download_error_naming_the_url(tmp_path):
 
 
 def test_the_demo_uses_the_downloaded_checkpoint(served, tmp_path, monkeypatch):
-    server, source, payload = served
+    _server, source, payload = served
     monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
     config = DemoConfig(out_dir=tmp_path / "out", repository=tmp_path / "repo", cache_dir=tmp_path / "cache", checkpoints=source)
     choice = choose_weights(config)

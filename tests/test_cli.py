@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from sam_triton.cli.main import main
 from sam_triton.build.server.tritonserver import free_port
+from sam_triton.cli.main import main
 
 from .conftest import IMAGES_DIR
 
@@ -45,8 +45,26 @@ def test_build_tensorrt_without_tensorrt_fails_fast(tmp_path, capsys):
 
 def test_build_onnxruntime_repository(tmp_path, tiny_onnx):
     repo = tmp_path / "repo"
-    assert main(["build", "--runtime", "onnxruntime", "--preset", "tiny", "--repository", str(repo),
-                 "--onnx-dir", str(tiny_onnx[0]), "--threads", "2", "--max-prompts", "16"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--runtime",
+                "onnxruntime",
+                "--preset",
+                "tiny",
+                "--repository",
+                str(repo),
+                "--onnx-dir",
+                str(tiny_onnx[0]),
+                "--threads",
+                "2",
+                "--max-prompts",
+                "16",
+            ]
+        )
+        == 0
+    )
     config = (repo / "sam_decoder" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in config and '"max_prompts"' in config and 'string_value: "16"' in config
     assert 'key: "intra_op_thread_count"' in config
@@ -55,8 +73,23 @@ def test_build_onnxruntime_repository(tmp_path, tiny_onnx):
 
 def test_segment_writes_masks_overlay_and_scores(grpc_url, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["segment", str(IMAGES_DIR / "dog.jpg"), "--point", "400,250", "--point", "100,100,0",
-                 "--box", "200,100,600,500", "--url", grpc_url, "--out", str(out), "--single-mask"])
+    code = main(
+        [
+            "segment",
+            str(IMAGES_DIR / "dog.jpg"),
+            "--point",
+            "400,250",
+            "--point",
+            "100,100,0",
+            "--box",
+            "200,100,600,500",
+            "--url",
+            grpc_url,
+            "--out",
+            str(out),
+            "--single-mask",
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["mask_0.png", "overlay.png", "scores.json"]
     printed = capsys.readouterr().out
@@ -74,10 +107,27 @@ def test_segment_rejects_a_bad_point(grpc_url, tmp_path, capsys):
 def test_serve_stops_cleanly_on_sigterm(python_repository, cache_dir, tmp_path):
     grpc_port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "sam_triton.cli.main", "serve", "--repository", str(python_repository),
-         "--grpc-port", str(grpc_port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-         "--cache-dir", str(cache_dir), "--log-file", str(tmp_path / "server.log")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sam_triton.cli.main",
+            "serve",
+            "--repository",
+            str(python_repository),
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--cache-dir",
+            str(cache_dir),
+            "--log-file",
+            str(tmp_path / "server.log"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         line = process.stdout.readline()
@@ -99,14 +149,31 @@ def test_serve_exits_nonzero_naming_a_model_that_fails_to_load(python_repository
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
     (broken / "sam_decoder" / "1" / "model.onnx").write_bytes(b"not an onnx file")
-    code = main(["serve", "--repository", str(broken), "--grpc-port", str(free_port()), "--http-port", str(free_port()),
-                 "--metrics-port", str(free_port()), "--cache-dir", str(cache_dir), "--log-file", str(tmp_path / "log")])
+    code = main(
+        [
+            "serve",
+            "--repository",
+            str(broken),
+            "--grpc-port",
+            str(free_port()),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--cache-dir",
+            str(cache_dir),
+            "--log-file",
+            str(tmp_path / "log"),
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "sam_decoder" in err and "tritonserver exited" in err
 
 
 def test_client_imports_no_torch_or_tensorrt():
-    code = "import sys, sam_triton.client, sam_triton.cli.segment; print(sorted(m for m in ('torch', 'tensorrt', 'onnx') if m in sys.modules))"
+    code = (
+        "import sys, sam_triton.client, sam_triton.cli.segment; print(sorted(m for m in ('torch', 'tensorrt', 'onnx') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

@@ -46,8 +46,9 @@ def test_cuda_region_round_trip_and_ipc_handle():
         assert rpc.kwargs["byte_size"] == embedding.nbytes and rpc.kwargs["device_id"] == 0
         raw = rpc.kwargs["raw_handle"]
         raw = raw.decode() if isinstance(raw, bytes) else raw
-        out = subprocess.run([sys.executable, "-c", OPEN_IN_ANOTHER_PROCESS, raw, str(embedding.size)],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", OPEN_IN_ANOTHER_PROCESS, raw, str(embedding.size)], capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr
         total, second, last = (float(v) for v in out.stdout.split())
         flat = embedding.reshape(-1)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from sam_triton.cli import container as container_start
+from sam_triton.build.repository.assemble import RepositoryOptions
 from sam_triton.build.tensorrt.engine import EngineOptions
 from sam_triton.build.tensorrt.engine_metadata import RuntimeIdentity
 from sam_triton.build.tensorrt.onnx_coverage import load_operator_table
 from sam_triton.build.tensorrt.precision import PrecisionChoice
-from sam_triton.build.repository.assemble import RepositoryOptions
+from sam_triton.cli import container as container_start
 from sam_triton.client.contract import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,14 +128,35 @@ def test_engine_cache_key_covers_gpu_tensorrt_weights_precision_and_profile():
 def test_container_arguments_split_at_the_double_dash():
     ours, triton = container_start.split_argv(["--checkpoint", "a.pth", "--", "--log-verbose=1", "--http-port=9000"])
     assert ours == ["--checkpoint", "a.pth"] and triton == ["--log-verbose=1", "--http-port=9000"]
-    flags = ["--precision", "mixed", "--fp32-groups", "layernorm", "--decoder-instances", "2", "--workspace-mib", "2048",
-             "--builder-optimization-level", "5", "--max-prompts", "32", "--decoder-cuda-graphs"]
+    flags = [
+        "--precision",
+        "mixed",
+        "--fp32-groups",
+        "layernorm",
+        "--decoder-instances",
+        "2",
+        "--workspace-mib",
+        "2048",
+        "--builder-optimization-level",
+        "5",
+        "--max-prompts",
+        "32",
+        "--decoder-cuda-graphs",
+    ]
     args = container_start.build_parser().parse_args(["--checkpoint", "a.pth", *flags])
     argv = container_start.rebuild_argv(args, Path("/cache/engines/k/model_repository"))
     from sam_triton.cli.main import build_parser
 
     rebuilt = build_parser().parse_args(argv)  # the recorded rebuild command is a valid `sam-triton build` ...
-    for name in ("precision", "fp32_groups", "decoder_instances", "workspace_mib", "builder_optimization_level", "max_prompts", "decoder_cuda_graphs"):
+    for name in (
+        "precision",
+        "fp32_groups",
+        "decoder_instances",
+        "workspace_mib",
+        "builder_optimization_level",
+        "max_prompts",
+        "decoder_cuda_graphs",
+    ):
         assert getattr(rebuilt, name) == getattr(args, name), name  # ... of the same engines
 
 
@@ -148,8 +169,22 @@ def test_container_takes_every_flag_of_a_tensorrt_build():
         return {option for action in parser._actions for option in action.option_strings}
 
     build = next(a for a in build_parser()._actions if a.dest == "command").choices["build"]
-    not_for_tensorrt = {"--preset", "--model-type", "--seed", "--image", "--skip-check", "--onnx-dir", "--runtime", "--threads",
-                        "--instance-kind", "--decoder-engine", "--performance-hint", "--streams", "--cpu-pinning", "--no-cpu-pinning"}
+    not_for_tensorrt = {
+        "--preset",
+        "--model-type",
+        "--seed",
+        "--image",
+        "--skip-check",
+        "--onnx-dir",
+        "--runtime",
+        "--threads",
+        "--instance-kind",
+        "--decoder-engine",
+        "--performance-hint",
+        "--streams",
+        "--cpu-pinning",
+        "--no-cpu-pinning",
+    }
     assert flags(build) - not_for_tensorrt - {"-h", "--help"} <= flags(container_start.build_parser())
 
 
@@ -164,7 +199,7 @@ def test_readme_docker_lines_match_the_image():
     (run,) = [line for line in lines if line.startswith("docker run ")]
     words = shlex.split(run)
     assert "--gpus" in words and "sam-triton" in words
-    args = container_start.build_parser().parse_args(words[words.index("sam-triton") + 1:])
+    args = container_start.build_parser().parse_args(words[words.index("sam-triton") + 1 :])
     assert args.checkpoint is not None and "/cache" in run
 
 
@@ -174,8 +209,15 @@ def test_readme_trtexec_lines_are_the_builders_profile():
 
     lines = [line for line in _readme_bash_lines() if line.startswith("trtexec ")]
     expected = [
-        " ".join(trtexec_command(Path(f"onnx/{m}.onnx"), Path(f"model_repository/{m}/1/model.plan"), model=m, limits=DEFAULT_LIMITS,
-                                 options=EngineOptions(timing_cache=Path("timing.cache"))))
+        " ".join(
+            trtexec_command(
+                Path(f"onnx/{m}.onnx"),
+                Path(f"model_repository/{m}/1/model.plan"),
+                model=m,
+                limits=DEFAULT_LIMITS,
+                options=EngineOptions(timing_cache=Path("timing.cache")),
+            )
+        )
         for m in ("sam_encoder", "sam_decoder")
     ]
     assert lines == expected
@@ -189,9 +231,9 @@ def test_container_reuses_cached_engines_whose_key_and_metadata_match(tmp_path):
     """
     from dataclasses import asdict
 
-    from sam_triton.build.tensorrt.engine_metadata import EngineMetadata
     from sam_triton.build.export.pipeline import ModelChoice, exporter_id
     from sam_triton.build.repository.assemble import write_configs
+    from sam_triton.build.tensorrt.engine_metadata import EngineMetadata
     from sam_triton.build.tensorrt.profiles import model_profiles, profiles_as_dict
 
     checkpoint = tmp_path / "sam.pth"
@@ -205,10 +247,19 @@ def test_container_reuses_cached_engines_whose_key_and_metadata_match(tmp_path):
     write_configs(cached, options)
     for model in ("sam_encoder", "sam_decoder"):
         (cached / model / "1").mkdir(parents=True, exist_ok=True)
-        EngineMetadata(model=model, tensorrt_version=h100.tensorrt_version, gpu_name=h100.gpu_name,
-                       compute_capability=h100.compute_capability, precision="fp16", fp32_groups=[], fp32_layers=0,
-                       profiles=profiles_as_dict(model_profiles(model, options.limits)), limits=asdict(options.limits),
-                       weights=weights, onnx_sha256="0" * 64).write(cached / model / "1")
+        EngineMetadata(
+            model=model,
+            tensorrt_version=h100.tensorrt_version,
+            gpu_name=h100.gpu_name,
+            compute_capability=h100.compute_capability,
+            precision="fp16",
+            fp32_groups=[],
+            fp32_layers=0,
+            profiles=profiles_as_dict(model_profiles(model, options.limits)),
+            limits=asdict(options.limits),
+            weights=weights,
+            onnx_sha256="0" * 64,
+        ).write(cached / model / "1")
         (cached / model / "1" / "model.plan").write_bytes(b"")
     assert container_start.prepare_repository(args, identity=h100) == cached
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["engines"]  # nothing exported or built

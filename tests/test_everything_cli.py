@@ -13,9 +13,27 @@ from .conftest import IMAGES_DIR
 
 def test_segment_everything_writes_an_overlay_and_the_masks(grpc_url, tmp_path, capsys):
     out = tmp_path / "everything"
-    code = main(["segment", str(IMAGES_DIR / "dog.jpg"), "--everything", "--points-per-side", "3",
-                 "--pred-iou-thresh", "0", "--stability-score-thresh", "0.3", "--stability-score-offset", "0.05",
-                 "--box-nms-thresh", "1.0", "--url", grpc_url, "--out", str(out)])
+    code = main(
+        [
+            "segment",
+            str(IMAGES_DIR / "dog.jpg"),
+            "--everything",
+            "--points-per-side",
+            "3",
+            "--pred-iou-thresh",
+            "0",
+            "--stability-score-thresh",
+            "0.3",
+            "--stability-score-offset",
+            "0.05",
+            "--box-nms-thresh",
+            "1.0",
+            "--url",
+            grpc_url,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["everything.png", "masks.json"]
     data = json.loads((out / "masks.json").read_text())

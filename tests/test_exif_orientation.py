@@ -49,8 +49,9 @@ def test_segment_masks_a_tagged_photo_at_its_upright_size(tmp_path, grpc_url):
     sideways_jpeg(path, 6)
     out = tmp_path / "out"
     with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["segment", str(path), "--point", "400,260", "--box", "100,50,700,500", "--single-mask", "--url", grpc_url,
-                     "--out", str(out)])
+        code = main(
+            ["segment", str(path), "--point", "400,260", "--box", "100,50,700,500", "--single-mask", "--url", grpc_url, "--out", str(out)]
+        )
     assert code == 0
     with Image.open(out / "mask_0.png") as mask, Image.open(out / "overlay.png") as overlay:
         assert mask.size == overlay.size == (800, 534)  # the upright photo's width x height, where the prompts are

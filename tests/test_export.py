@@ -9,12 +9,12 @@ import onnx
 import pytest
 
 from sam_triton.build.export.exporter import DECODER_FILE, ENCODER_FILE, OPSET, export_onnx
-from sam_triton.build.models.presets import ModelSource, build_random, infer_model_type, load_checkpoint, save_random_checkpoint
 from sam_triton.build.export.verify import ExportCheckError, ort_session, verify_onnx
+from sam_triton.build.models.presets import ModelSource, build_random, infer_model_type, load_checkpoint, save_random_checkpoint
 
 
 def test_manifest_records_opset_axes_and_ops(tiny_onnx):
-    onnx_dir, manifest = tiny_onnx
+    onnx_dir, _manifest = tiny_onnx
     on_disk = json.loads((onnx_dir / "manifest.json").read_text())
     assert on_disk["opset"] == OPSET == 17
     assert on_disk["weights"] == "preset:tiny:seed0"
@@ -65,16 +65,22 @@ def test_check_fails_with_figures_when_graphs_disagree(tmp_path, images):
 def test_graphs_run_with_batch_prompts_and_points(tiny_onnx):
     onnx_dir = tiny_onnx[0]
     encoder, decoder = ort_session(onnx_dir / ENCODER_FILE), ort_session(onnx_dir / DECODER_FILE)
-    (embeddings,) = encoder.run(None, {
-        "image": np.zeros((2, 1024, 1024, 3), np.uint8),
-        "input_size": np.array([[1024, 683], [512, 1024]], np.int32),
-    })
+    (embeddings,) = encoder.run(
+        None,
+        {
+            "image": np.zeros((2, 1024, 1024, 3), np.uint8),
+            "input_size": np.array([[1024, 683], [512, 1024]], np.int32),
+        },
+    )
     assert embeddings.shape == (2, 256, 64, 64)
-    iou, masks = decoder.run(None, {
-        "image_embeddings": embeddings,
-        "point_coords": np.full((2, 5, 3, 2), 100.0, np.float32),
-        "point_labels": np.ones((2, 5, 3), np.float32),
-        "mask_input": np.zeros((2, 5, 1, 256, 256), np.float32),
-        "has_mask_input": np.zeros((2, 5), np.float32),
-    })
+    iou, masks = decoder.run(
+        None,
+        {
+            "image_embeddings": embeddings,
+            "point_coords": np.full((2, 5, 3, 2), 100.0, np.float32),
+            "point_labels": np.ones((2, 5, 3), np.float32),
+            "mask_input": np.zeros((2, 5, 1, 256, 256), np.float32),
+            "has_mask_input": np.zeros((2, 5), np.float32),
+        },
+    )
     assert iou.shape == (2, 5, 4) and masks.shape == (2, 5, 4, 256, 256)

@@ -12,7 +12,10 @@ import pytest
 
 from sam_triton.build.export.verify import rel_l2
 from sam_triton.client import SamClient
-from sam_triton.perf.studies.fidelity import prompts_for, second_pass_prompts  # the prompt set of the end-to-end issue, shared with the fidelity study
+from sam_triton.perf.studies.fidelity import (  # the prompt set of the end-to-end issue, shared with the fidelity study
+    prompts_for,
+    second_pass_prompts,
+)
 
 from .conftest import IMAGE_NAMES
 
@@ -57,11 +60,11 @@ def test_predict_matches_sampredictor(client, images, predictor_for, name):
     for prompt_name, prompt in prompts_for(*image.shape[:2]).items():
         for multimask in (True, False):
             what = f"{name}/{prompt_name}/multimask={multimask}"
-            assert_same(client.predict(multimask_output=multimask, **prompt),
-                        predictor.predict(multimask_output=multimask, **prompt), what)
+            assert_same(client.predict(multimask_output=multimask, **prompt), predictor.predict(multimask_output=multimask, **prompt), what)
     logits_prompt = prompts_for(*image.shape[:2])["one_point"]
-    assert_same(client.predict(return_logits=True, **logits_prompt),
-                predictor.predict(return_logits=True, **logits_prompt), f"{name}/return_logits")
+    assert_same(
+        client.predict(return_logits=True, **logits_prompt), predictor.predict(return_logits=True, **logits_prompt), f"{name}/return_logits"
+    )
 
 
 @pytest.mark.parametrize("name", IMAGE_NAMES)

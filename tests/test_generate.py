@@ -21,10 +21,16 @@ from sam_triton.client.amg.masks import rle_to_mask
 LOW_THRESHOLDS = dict(pred_iou_thresh=0.0, stability_score_offset=0.05, stability_score_thresh=0.3)
 RUNS = {
     "dog": dict(points_per_side=6, box_nms_thresh=1.0, output_mode="binary_mask", **LOW_THRESHOLDS),
-    "groceries": dict(points_per_side=2, crop_n_layers=1, box_nms_thresh=0.7, min_mask_region_area=100,
-                      output_mode="coco_rle", **LOW_THRESHOLDS),
-    "truck": dict(points_per_side=3, points_per_batch=4, box_nms_thresh=1.0, output_mode="uncompressed_rle",
-                  **dict(LOW_THRESHOLDS, pred_iou_thresh=0.02)),
+    "groceries": dict(
+        points_per_side=2, crop_n_layers=1, box_nms_thresh=0.7, min_mask_region_area=100, output_mode="coco_rle", **LOW_THRESHOLDS
+    ),
+    "truck": dict(
+        points_per_side=3,
+        points_per_batch=4,
+        box_nms_thresh=1.0,
+        output_mode="uncompressed_rle",
+        **dict(LOW_THRESHOLDS, pred_iou_thresh=0.02),
+    ),
 }
 KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 

@@ -9,12 +9,13 @@ form no cycle. Every import counts, also the lazy ones inside functions.
 from __future__ import annotations
 
 import ast
-import tomllib
+import itertools
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_PACKAGES = ("client", "build", "perf", "cli")
@@ -86,7 +87,9 @@ def test_packages_import_only_along_the_flow():
         for line, target in imports_of(path):
             other = target.split(".")[1]
             if other != top and other not in ALLOWED[top]:
-                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {target} ({top} may import {sorted(ALLOWED[top]) or 'nothing of ours'})")
+                wrong.append(
+                    f"{path.relative_to(ROOT)}:{line} imports {target} ({top} may import {sorted(ALLOWED[top]) or 'nothing of ours'})"
+                )
     assert not wrong, "\n".join(wrong)
 
 
@@ -97,11 +100,11 @@ def test_no_import_cycle_between_subpackages():
         source = subpackage(module_name(path)) if path.name != "__init__.py" else module_name(path).split(".", 1)[1]
         for line, target in imports_of(path):
             dest = subpackage(target)
-            if dest != source and not source.startswith(dest + ".") :
+            if dest != source and not source.startswith(dest + "."):
                 graph[source].add(dest)
                 where.setdefault((source, dest), f"{path.relative_to(ROOT)}:{line}")
     cycles = _cycles(graph)
-    described = [" -> ".join(cycle) + "  (" + ", ".join(where[(a, b)] for a, b in zip(cycle, cycle[1:])) + ")" for cycle in cycles]
+    described = [" -> ".join(cycle) + "  (" + ", ".join(where[(a, b)] for a, b in itertools.pairwise(cycle)) + ")" for cycle in cycles]
     assert not cycles, "import cycles between subpackages:\n" + "\n".join(described)
 
 
@@ -116,7 +119,7 @@ def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                found.append(stack[stack.index(nxt):] + [nxt])
+                found.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -138,7 +141,11 @@ def test_the_distribution_lists_every_package():
 @pytest.mark.parametrize("top", ["build", "client", "perf", "cli"])
 def test_code_folders_hold_no_measurements(top):
     """Measured results live in docs/studies/, where they can be linked, not beside the code."""
-    results = [str(p.relative_to(ROOT)) for p in (ROOT / top).rglob("*") if p.suffix in (".md", ".csv") or (p.suffix == ".json" and "data" not in p.parts)]
+    results = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / top).rglob("*")
+        if p.suffix in (".md", ".csv") or (p.suffix == ".json" and "data" not in p.parts)
+    ]
     assert not results
 
 

@@ -10,8 +10,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sam_triton.build.tensorrt.onnx_coverage import UnsupportedGraphError, check_exported, check_graph, load_operator_table, require_coverage
 from sam_triton.build.repository.tensorrt_repository import GRAPHS
+from sam_triton.build.tensorrt.onnx_coverage import (
+    UnsupportedGraphError,
+    check_exported,
+    check_graph,
+    load_operator_table,
+    require_coverage,
+)
 
 DOCKERFILE = Path(__file__).resolve().parents[1] / "Dockerfile"
 
@@ -52,23 +58,33 @@ def _problems(model):
 
 
 def test_fails_on_an_unsupported_op():
-    model = _model([helper.make_node("Unique", ["x"], ["y"], name="uniq")], [_vi("x", TensorProto.FLOAT, [4])], [_vi("y", TensorProto.FLOAT, None)])
+    model = _model(
+        [helper.make_node("Unique", ["x"], ["y"], name="uniq")], [_vi("x", TensorProto.FLOAT, [4])], [_vi("y", TensorProto.FLOAT, None)]
+    )
     assert "node 'uniq' (Unique): Unique is listed as unsupported for TensorRT 10.8.0.43" in _problems(model)
     with pytest.raises(UnsupportedGraphError, match="Unique is listed as unsupported"):
         require_coverage({"g": check_graph(model, name="g")})
 
 
 def test_fails_on_an_op_added_after_the_pinned_version():
-    model = _model([helper.make_node("RMSNormalization", ["x", "s"], ["y"], name="rms")],
-                   [_vi("x", TensorProto.FLOAT, [2, 4]), _vi("s", TensorProto.FLOAT, [4])], [_vi("y", TensorProto.FLOAT, [2, 4])], opset=17)
+    model = _model(
+        [helper.make_node("RMSNormalization", ["x", "s"], ["y"], name="rms")],
+        [_vi("x", TensorProto.FLOAT, [2, 4]), _vi("s", TensorProto.FLOAT, [4])],
+        [_vi("y", TensorProto.FLOAT, [2, 4])],
+        opset=17,
+    )
     assert "RMSNormalization is listed as unsupported" in _problems(model)
 
 
 def test_fails_on_repeat_interleave_one_hot():
     depth = numpy_helper.from_array(np.array(3, np.int64), "depth")
     values = numpy_helper.from_array(np.array([0.0, 1.0], np.float32), "values")
-    model = _model([helper.make_node("OneHot", ["i", "depth", "values"], ["y"], name="onehot")],
-                   [_vi("i", TensorProto.INT32, [4])], [_vi("y", TensorProto.FLOAT, None)], initializers=[depth, values])
+    model = _model(
+        [helper.make_node("OneHot", ["i", "depth", "values"], ["y"], name="onehot")],
+        [_vi("i", TensorProto.INT32, [4])],
+        [_vi("y", TensorProto.FLOAT, None)],
+        initializers=[depth, values],
+    )
     assert "node 'onehot' (OneHot): SAM's repeat_interleave exports as OneHot -> Tile" in _problems(model)
 
 
@@ -80,8 +96,12 @@ def test_fails_on_a_data_dependent_output_shape():
         helper.make_node("Concat", ["lead", "size64"], ["sizes"], axis=0, name="concat"),
         helper.make_node("Resize", ["masks", "", "", "sizes"], ["out"], mode="linear", name="resize_to_original"),
     ]
-    model = _model(nodes, [_vi("masks", TensorProto.FLOAT, [1, 1, 256, 256]), _vi("orig_im_size", TensorProto.FLOAT, [2])],
-                   [_vi("out", TensorProto.FLOAT, None)], initializers=[lead])
+    model = _model(
+        nodes,
+        [_vi("masks", TensorProto.FLOAT, [1, 1, 256, 256]), _vi("orig_im_size", TensorProto.FLOAT, [2])],
+        [_vi("out", TensorProto.FLOAT, None)],
+        initializers=[lead],
+    )
     assert "node 'resize_to_original' (Resize): input 3 ('sizes') sets an output shape from graph-input values" in _problems(model)
 
 
@@ -106,17 +126,34 @@ def test_fails_on_int64_arithmetic_on_input_values():
 
 
 def test_fails_on_an_unsupported_dtype_opset_and_domain():
-    uint8_transpose = _model([helper.make_node("Transpose", ["image"], ["t"], perm=[0, 3, 1, 2], name="permute")],
-                             [_vi("image", TensorProto.UINT8, [1, 8, 8, 3])], [_vi("t", TensorProto.UINT8, [1, 3, 8, 8])])
+    uint8_transpose = _model(
+        [helper.make_node("Transpose", ["image"], ["t"], perm=[0, 3, 1, 2], name="permute")],
+        [_vi("image", TensorProto.UINT8, [1, 8, 8, 3])],
+        [_vi("t", TensorProto.UINT8, [1, 3, 8, 8])],
+    )
     assert "node 'permute' (Transpose): tensor 'image' is UINT8; TensorRT 10.8.0.43 supports Transpose on" in _problems(uint8_transpose)
-    int_pow = _model([helper.make_node("Pow", ["a", "b"], ["c"], name="ipow")],
-                     [_vi("a", TensorProto.INT32, [2]), _vi("b", TensorProto.INT32, [2])], [_vi("c", TensorProto.INT32, [2])])
+    int_pow = _model(
+        [helper.make_node("Pow", ["a", "b"], ["c"], name="ipow")],
+        [_vi("a", TensorProto.INT32, [2]), _vi("b", TensorProto.INT32, [2])],
+        [_vi("c", TensorProto.INT32, [2])],
+    )
     assert "tensor 'a' is INT32" in _problems(int_pow)
-    new_opset = _model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [_vi("x", TensorProto.FLOAT, [2])], [_vi("y", TensorProto.FLOAT, [2])], opset=23)
+    new_opset = _model(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+        [_vi("x", TensorProto.FLOAT, [2])],
+        [_vi("y", TensorProto.FLOAT, [2])],
+        opset=23,
+    )
     assert "g: opset 23: TensorRT 10.8.0.43 supports opsets 9 to 20" in _problems(new_opset)
-    custom = _model([helper.make_node("Fancy", ["x"], ["y"], domain="com.example", name="fancy")],
-                    [_vi("x", TensorProto.FLOAT, [2])], [_vi("y", TensorProto.FLOAT, [2])], domains=["com.example"])
+    custom = _model(
+        [helper.make_node("Fancy", ["x"], ["y"], domain="com.example", name="fancy")],
+        [_vi("x", TensorProto.FLOAT, [2])],
+        [_vi("y", TensorProto.FLOAT, [2])],
+        domains=["com.example"],
+    )
     assert "node 'fancy' (Fancy): custom domain 'com.example' needs a TensorRT plugin" in _problems(custom)
-    double_io = _model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [_vi("x", TensorProto.DOUBLE, [2])], [_vi("y", TensorProto.DOUBLE, [2])])
+    double_io = _model(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")], [_vi("x", TensorProto.DOUBLE, [2])], [_vi("y", TensorProto.DOUBLE, [2])]
+    )
     assert "graph input 'x' is DOUBLE" in _problems(double_io)
     onnx.checker.check_model(uint8_transpose)  # the synthetic graphs are valid ONNX: only TensorRT objects

@@ -11,15 +11,17 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from sam_triton.cli.main import main
-from sam_triton.build.repository.openvino_options import OpenVinoOptions, bf16_problem, cpu_capabilities, require_native_bf16
 from sam_triton.build.repository.assemble import RepositoryOptions, config_files
+from sam_triton.build.repository.openvino_options import OpenVinoOptions, bf16_problem, cpu_capabilities, require_native_bf16
+from sam_triton.cli.main import main
 
 
 def _configs(**options):
     files = config_files(RepositoryOptions(**options))
-    return files, {model: text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
-                   for model in ("sam_encoder", "sam_decoder", "sam")}
+    return files, {
+        model: text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
+        for model in ("sam_encoder", "sam_decoder", "sam")
+    }
 
 
 def _params(config):
@@ -30,8 +32,12 @@ def test_openvino_runtime_runs_the_encoder_on_openvino_and_the_decoder_on_onnxru
     files, configs = _configs(runtime="openvino", intra_op_threads=2)
     encoder, decoder = configs["sam_encoder"], configs["sam_decoder"]
     assert encoder.backend == decoder.backend == "python"
-    assert _params(encoder) == {"engine": "openvino", "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                                "INFERENCE_NUM_THREADS": "2"}
+    assert _params(encoder) == {
+        "engine": "openvino",
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": "2",
+    }
     assert _params(decoder) == {"engine": "onnxruntime", "intra_op_num_threads": "2", "max_prompts": "64", "max_points": "16"}
     assert files["sam_encoder/1/model.py"] == files["sam_decoder/1/model.py"]  # one template, two engines
     assert encoder.max_batch_size == decoder.max_batch_size == configs["sam"].max_batch_size == 8
@@ -69,16 +75,19 @@ def test_openvino_backend_configs_use_tritons_openvino_backend_without_triton_ba
     assert configs["sam_decoder"].backend == "openvino" and "HINT_BF16" not in _params(configs["sam_decoder"])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--runtime", "openvino", "--precision", "fp16"], "--precision fp16: --runtime openvino offers fp32, bf16"),
-    (["--runtime", "python", "--precision", "bf16"], "--precision bf16: --runtime python offers fp32"),
-    (["--runtime", "python", "--streams", "2"], "--streams: OpenVINO options apply where a model runs OpenVINO"),
-    (["--runtime", "onnxruntime", "--performance-hint", "throughput"], "--performance-hint: OpenVINO options apply"),
-    (["--runtime", "openvino-backend", "--no-cpu-pinning"], "--no-cpu-pinning: Triton's openvino backend has no pinning parameter"),
-    (["--runtime", "openvino", "--instance-kind", "KIND_GPU"], "OpenVINO runs on the CPU here"),
-    (["--runtime", "tensorrt", "--decoder-engine", "onnxruntime"], "--runtime tensorrt builds TensorRT engines of both models"),
-    (["--runtime", "openvino", "--streams", "-1"], "streams must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--runtime", "openvino", "--precision", "fp16"], "--precision fp16: --runtime openvino offers fp32, bf16"),
+        (["--runtime", "python", "--precision", "bf16"], "--precision bf16: --runtime python offers fp32"),
+        (["--runtime", "python", "--streams", "2"], "--streams: OpenVINO options apply where a model runs OpenVINO"),
+        (["--runtime", "onnxruntime", "--performance-hint", "throughput"], "--performance-hint: OpenVINO options apply"),
+        (["--runtime", "openvino-backend", "--no-cpu-pinning"], "--no-cpu-pinning: Triton's openvino backend has no pinning parameter"),
+        (["--runtime", "openvino", "--instance-kind", "KIND_GPU"], "OpenVINO runs on the CPU here"),
+        (["--runtime", "tensorrt", "--decoder-engine", "onnxruntime"], "--runtime tensorrt builds TensorRT engines of both models"),
+        (["--runtime", "openvino", "--streams", "-1"], "streams must be >= 0"),
+    ],
+)
 def test_build_refuses_options_the_runtime_cannot_honor(tmp_path, capsys, argv, message):
     assert main(["build", "--preset", "tiny", "--repository", str(tmp_path / "repo"), *argv]) == 1
     assert message in capsys.readouterr().err

@@ -21,17 +21,22 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from sam_triton.build.repository.openvino_options import OpenVinoOptions, cpu_capabilities
-from sam_triton.build.repository.assemble import RepositoryOptions, assemble
 from sam_triton.build.export.verify import rel_l2
+from sam_triton.build.repository.assemble import RepositoryOptions, assemble
+from sam_triton.build.repository.openvino_options import OpenVinoOptions, cpu_capabilities
 from sam_triton.client import SamClient
 from sam_triton.client.predictor.transforms import prepare_image
 from sam_triton.perf.studies.fidelity import PROMPT_KINDS, markdown_table, measure
 
 from .conftest import serving
-from .test_fidelity import IOU_ABS, LOGITS_REL_L2, MASK_AGREEMENT
-from .test_fidelity import test_predict_matches_sampredictor, test_second_pass_with_mask_input  # noqa: F401  (re-run here)
-from .test_fidelity import test_segment_through_ensemble_matches_sampredictor  # noqa: F401  (re-run here)
+from .test_fidelity import (  # noqa: F401  (re-run here)
+    IOU_ABS,
+    LOGITS_REL_L2,
+    MASK_AGREEMENT,
+    test_predict_matches_sampredictor,
+    test_second_pass_with_mask_input,
+    test_segment_through_ensemble_matches_sampredictor,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "studies" / "openvino_fidelity.json"
@@ -99,8 +104,9 @@ def test_bf16_figures_are_the_published_ones(openvino_bf16_server, images, predi
             "iou_abs": (got["iou_abs"], want["iou_abs"]),
             "mask_disagreement": (1 - got["mask_agreement"], 1 - want["mask_agreement"]),
         }
-        problems += [f"{kind} {name}: measured {m:.3g}, published {p:.3g}" for name, (m, p) in pairs.items()
-                     if not _within(m, p, FLOORS[name])]
+        problems += [
+            f"{kind} {name}: measured {m:.3g}, published {p:.3g}" for name, (m, p) in pairs.items() if not _within(m, p, FLOORS[name])
+        ]
     if not _within(figures["embedding_rel_l2"], published["embedding_rel_l2"], FLOORS["logits_rel_l2"]):
         problems.append(f"embedding: measured {figures['embedding_rel_l2']:.3g}, published {published['embedding_rel_l2']:.3g}")
     assert not problems, f"BF16 figures differ from {STUDY.name} by more than {FACTOR}x:\n  " + "\n  ".join(problems)
@@ -119,7 +125,10 @@ def test_streams_split_a_batch_and_answer_each_item_as_alone(openvino_bf16_serve
 
     def encode(items):
         inputs = []
-        for name, dtype, array in (("image", "UINT8", np.stack([p[0] for p in items])), ("input_size", "INT32", np.stack([p[1] for p in items]))):
+        for name, dtype, array in (
+            ("image", "UINT8", np.stack([p[0] for p in items])),
+            ("input_size", "INT32", np.stack([p[1] for p in items])),
+        ):
             inputs.append(grpcclient.InferInput(name, list(array.shape), dtype))
             inputs[-1].set_data_from_numpy(array)
         with grpcclient.InferenceServerClient(server.config.grpc_url) as raw:

@@ -25,14 +25,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam_triton.cli.main import main
-from sam_triton.build.repository.openvino_options import cpu_capabilities
 from sam_triton.build.export.verify import rel_l2
+from sam_triton.build.repository.openvino_options import cpu_capabilities
+from sam_triton.cli.main import main
 from sam_triton.client import contract
 from sam_triton.perf.benchmark.analyzer import Measurement, parse_csv, run_sweep
 from sam_triton.perf.benchmark.baselines import OrtRunner, TorchRunner, ort_embeddings
 from sam_triton.perf.benchmark.input_data import SINGLE_CLICKS, decode_entry, file_name, write_input_data
-from sam_triton.perf.benchmark.install import PERF_ANALYZER_VERSION, WHEEL_PLATFORMS, PerfAnalyzer, ensure_perf_analyzer, fetch, link_libraries
+from sam_triton.perf.benchmark.install import (
+    PERF_ANALYZER_VERSION,
+    WHEEL_PLATFORMS,
+    PerfAnalyzer,
+    ensure_perf_analyzer,
+    fetch,
+    link_libraries,
+)
 from sam_triton.perf.benchmark.workload import build_workload
 
 from .conftest import IMAGE_NAMES, IMAGES_DIR
@@ -53,8 +60,23 @@ def quick_run(tmp_path_factory, tiny_onnx, cache_dir):
     photos = [arg for name in IMAGE_NAMES for arg in ("--photo", str(IMAGES_DIR / f"{name}.jpg"))]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["perf", "--preset", "tiny", "--runtime", "openvino", "--repository", str(repository), "--cache-dir", str(cache_dir),
-                     "--quick", *photos, "--out", str(out)])
+        code = main(
+            [
+                "perf",
+                "--preset",
+                "tiny",
+                "--runtime",
+                "openvino",
+                "--repository",
+                str(repository),
+                "--cache-dir",
+                str(cache_dir),
+                "--quick",
+                *photos,
+                "--out",
+                str(out),
+            ]
+        )
     assert code == 0, printed.getvalue()
     runs = list(out.iterdir())
     assert len(runs) == 1
@@ -67,8 +89,11 @@ def test_quick_run_writes_a_complete_report(quick_run):
     report = (run_dir / "report.md").read_text()
     for heading in ("## Headline ratios", *(f"## {label}\n" for label in LABELS), "## Workload", "## Machine", "## Commands"):
         assert heading in report, heading
-    ratio_rows = [line for line in report.splitlines() if line.startswith("| ") and ("overhead" in line or "gain" in line
-                                                                                      or "ensemble vs" in line or "speed-up" in line)]
+    ratio_rows = [
+        line
+        for line in report.splitlines()
+        if line.startswith("| ") and ("overhead" in line or "gain" in line or "ensemble vs" in line or "speed-up" in line)
+    ]
     # 9, and OpenVINO FP32 (and BF16 where the CPU runs it) vs ONNX Runtime for the encoder and the decoder
     openvino_rows = 4 if "BF16" in cpu_capabilities()["capabilities"] else 2
     assert len(ratio_rows) == 9 + openvino_rows and all(re.search(r"\*\*\d+\.\d\dx\*\*", row) for row in ratio_rows), ratio_rows
@@ -84,7 +109,12 @@ def test_quick_run_writes_a_complete_report(quick_run):
 def test_quick_run_results_come_from_parsed_perf_analyzer_csvs(quick_run):
     run_dir, _ = quick_run
     results = json.loads((run_dir / "results.json").read_text())
-    expected_levels = {contract.ENCODER_MODEL: [1, 2], contract.DECODER_MODEL: [1, 8], SINGLE_CLICKS: [1, 8], contract.ENSEMBLE_MODEL: [1, 2]}
+    expected_levels = {
+        contract.ENCODER_MODEL: [1, 2],
+        contract.DECODER_MODEL: [1, 8],
+        SINGLE_CLICKS: [1, 8],
+        contract.ENSEMBLE_MODEL: [1, 2],
+    }
     assert sorted(results["sweeps"]) == sorted(LABELS)
     for label, sweep in results["sweeps"].items():
         assert sweep["failures"] == {}
@@ -131,10 +161,13 @@ def test_input_data_holds_the_contract_tensors(workload, tiny_onnx, tmp_path):
     written = write_input_data(workload, embeddings, tmp_path)
     assert sorted(written) == sorted(LABELS)
     specs = {spec.name: spec for spec in contract.ENSEMBLE_INPUTS + contract.DECODER_INPUTS}
-    for label, (model, path) in written.items():
+    for _label, (model, path) in written.items():
         entries = json.loads(path.read_text())["data"]
-        names = {contract.ENCODER_MODEL: contract.ENCODER_INPUTS, contract.DECODER_MODEL: contract.DECODER_INPUTS,
-                 contract.ENSEMBLE_MODEL: contract.ENSEMBLE_INPUTS}[model]
+        names = {
+            contract.ENCODER_MODEL: contract.ENCODER_INPUTS,
+            contract.DECODER_MODEL: contract.DECODER_INPUTS,
+            contract.ENSEMBLE_MODEL: contract.ENSEMBLE_INPUTS,
+        }[model]
         for entry in entries:
             assert sorted(entry) == sorted(spec.name for spec in names)
             arrays = {name: decode_entry(value, specs[name].numpy_dtype) for name, value in entry.items()}
@@ -163,9 +196,17 @@ def test_pytorch_and_onnxruntime_baselines_run_the_same_model(workload, tiny_onn
 
 def test_a_level_perf_analyzer_cannot_measure_is_recorded(server, workload, tiny_onnx, tmp_path):
     written = write_input_data(workload, ort_embeddings(OrtRunner(tiny_onnx[0]), workload.photos), tmp_path / "data")
-    sweep = run_sweep(ensure_perf_analyzer(), label="wrong inputs", model=contract.DECODER_MODEL, url=server.config.grpc_url,
-                      input_data=written[contract.ENCODER_MODEL][1], concurrencies=[1],
-                      measurement=Measurement(rounds=1, stabilize=False), out_dir=tmp_path / "pa", timeout_s=120)
+    sweep = run_sweep(
+        ensure_perf_analyzer(),
+        label="wrong inputs",
+        model=contract.DECODER_MODEL,
+        url=server.config.grpc_url,
+        input_data=written[contract.ENCODER_MODEL][1],
+        concurrencies=[1],
+        measurement=Measurement(rounds=1, stabilize=False),
+        out_dir=tmp_path / "pa",
+        timeout_s=120,
+    )
     assert sweep.levels == [] and list(sweep.failures) == [1]
     assert "Failed to init manager inputs: missing tensor" in sweep.failures[1], sweep.failures[1]
     assert (tmp_path / "pa" / "sam_encoder-c1.log").read_text().startswith("$ ")
@@ -236,15 +277,36 @@ def test_perf_rejects_bad_concurrency(capsys):
 
 
 def test_perf_against_a_running_server_with_url(grpc_url, python_repository, cache_dir, tmp_path):
-    code = main(["perf", "--preset", "tiny", "--repository", str(python_repository), "--cache-dir", str(cache_dir),
-                 "--url", grpc_url, "--quick", "--concurrency", "1", "--baseline-requests", "1",
-                 "--photo", str(IMAGES_DIR / "dog.jpg"), "--out", str(tmp_path)])
+    code = main(
+        [
+            "perf",
+            "--preset",
+            "tiny",
+            "--repository",
+            str(python_repository),
+            "--cache-dir",
+            str(cache_dir),
+            "--url",
+            grpc_url,
+            "--quick",
+            "--concurrency",
+            "1",
+            "--baseline-requests",
+            "1",
+            "--photo",
+            str(IMAGES_DIR / "dog.jpg"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     (run_dir,) = tmp_path.iterdir()
     report = (run_dir / "report.md").read_text()
     assert f"a running tritonserver at {grpc_url} (--url)" in report and "tritonserver.log" not in {p.name for p in run_dir.iterdir()}
-    assert ("| dynamic-batching gain, sam_decoder (mixed prompts) | not measured (needs sam_decoder measured at concurrency 1 and 8) |"
-            in report)
+    assert (
+        "| dynamic-batching gain, sam_decoder (mixed prompts) | not measured (needs sam_decoder measured at concurrency 1 and 8) |"
+        in report
+    )
     assert report.count("**") >= 2 * 7  # the other seven ratios were measured
 
 
@@ -259,8 +321,18 @@ def test_quick_mode_measures_once_unless_a_stability_flag_is_given():
     assert quick.decoder_concurrency == (1, 8) and quick.encoder_concurrency == (1, 2) and quick.baseline_requests == 3
     assert quick.decoder_measurement.flags(8) == ["--request-count", "32"]
     steady = options("--quick", "--stability-percentage", "25").encoder_measurement
-    assert steady.flags(2) == ["--measurement-mode", "count_windows", "--measurement-interval", "5000",
-                               "--measurement-request-count", "6", "--stability-percentage", "25", "--max-trials", "10"]
+    assert steady.flags(2) == [
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-interval",
+        "5000",
+        "--measurement-request-count",
+        "6",
+        "--stability-percentage",
+        "25",
+        "--max-trials",
+        "10",
+    ]
     full = options("--encoder-concurrency", "1,2")
     assert full.decoder_concurrency == (1, 2, 4, 8, 16) and full.encoder_concurrency == (1, 2)
     assert full.decoder_measurement.flags(4)[5] == "40" and full.baseline_requests == 20
@@ -271,9 +343,17 @@ def test_a_level_that_does_not_stabilize_is_measured_once_and_marked(server, wor
 
     written = write_input_data(workload, ort_embeddings(OrtRunner(tiny_onnx[0]), workload.photos), tmp_path / "data")
     never_stable = Measurement(rounds=2, stability_percentage=0, max_trials=3)  # 3 windows would have to agree exactly
-    sweep = run_sweep(ensure_perf_analyzer(), label=SINGLE_CLICKS, model=contract.DECODER_MODEL, url=server.config.grpc_url,
-                      input_data=written[SINGLE_CLICKS][1], concurrencies=[1], measurement=never_stable,
-                      out_dir=tmp_path / "pa", timeout_s=300)
+    sweep = run_sweep(
+        ensure_perf_analyzer(),
+        label=SINGLE_CLICKS,
+        model=contract.DECODER_MODEL,
+        url=server.config.grpc_url,
+        input_data=written[SINGLE_CLICKS][1],
+        concurrencies=[1],
+        measurement=never_stable,
+        out_dir=tmp_path / "pa",
+        timeout_s=300,
+    )
     (level,) = sweep.levels
     assert not level.stable and level.throughput > 0 and sweep.failures == {}
     assert "--stability-percentage 0" in sweep.commands[0] and "--request-count 2" in sweep.commands[1]

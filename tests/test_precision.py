@@ -62,7 +62,11 @@ def test_decoder_groups(graphs):
         "/transformer/norm_final_attn/LayerNormalization"
     ]
     assert sel["softmax"] == [f"{a}/Softmax" for a in DECODER_ATTENTIONS]
-    for prefix in ("/mask_downscaling/mask_downscaling.1/", "/mask_downscaling/mask_downscaling.4/", "/output_upscaling/output_upscaling.1/"):
+    for prefix in (
+        "/mask_downscaling/mask_downscaling.1/",
+        "/mask_downscaling/mask_downscaling.4/",
+        "/output_upscaling/output_upscaling.1/",
+    ):
         chain = [n for n in sel["layernorm2d"] if n.startswith(prefix)]
         assert _op_types(index, chain) == LAYERNORM2D_OPS, chain
     assert len(sel["layernorm2d"]) == 3 * len(LAYERNORM2D_OPS)

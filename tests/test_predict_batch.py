@@ -16,8 +16,13 @@ from .triton_counts import settled
 
 def ragged_prompts(h, w):
     """Five prompts: three single clicks (2 decoder rows each), a box (2 rows), two clicks + box (4 rows)."""
-    coords = [np.array([[w * 0.2, h * 0.3]]), np.array([[w * 0.5, h * 0.5]]), None, np.array([[w * 0.7, h * 0.6]]),
-              np.array([[w * 0.4, h * 0.4], [w * 0.1, h * 0.9]])]
+    coords = [
+        np.array([[w * 0.2, h * 0.3]]),
+        np.array([[w * 0.5, h * 0.5]]),
+        None,
+        np.array([[w * 0.7, h * 0.6]]),
+        np.array([[w * 0.4, h * 0.4], [w * 0.1, h * 0.9]]),
+    ]
     labels = [np.array([1]), np.array([1]), None, np.array([0]), np.array([1, 0])]
     boxes = [None, None, np.array([w * 0.1, h * 0.1, w * 0.9, h * 0.8]), None, np.array([w * 0.05, h * 0.1, w * 0.8, h * 0.95])]
     return coords, labels, boxes
@@ -42,8 +47,12 @@ def test_predict_batch_rows_equal_predict_and_respect_the_limits(grpc_url, image
             assert np.mean(masks[i] == one[0]) >= 0.9999
             np.testing.assert_allclose(iou[i], one[1], atol=1e-5)
             assert rel_l2(logits[i], one[2]) <= 1e-5
-        stacked = client.predict_batch(point_coords=np.stack([coords[0], coords[1]]), point_labels=np.array([[1], [1]]),
-                                       mask_inputs=logits[:2, :1], multimask_output=multimask)
+        stacked = client.predict_batch(
+            point_coords=np.stack([coords[0], coords[1]]),
+            point_labels=np.array([[1], [1]]),
+            mask_inputs=logits[:2, :1],
+            multimask_output=multimask,
+        )
         assert stacked[0].shape[0] == 2
 
 

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from sam_triton.build.repository.assemble import RepositoryOptions, assemble
 from sam_triton.build.export.verify import rel_l2
+from sam_triton.build.repository.assemble import RepositoryOptions, assemble
 from sam_triton.client import AsyncSamClient, RequestTimeoutError, SamClient
 
 from .conftest import serving
@@ -31,8 +31,11 @@ DEADLINE_S = 120.0
 
 @pytest.fixture(scope="module")
 def two_decoders_url(request, tmp_path_factory, tiny_onnx, cache_dir):
-    repository = assemble(tmp_path_factory.mktemp("two_decoders") / "model_repository",
-                          RepositoryOptions(runtime="python", decoder_instances=2), onnx_dir=tiny_onnx[0])
+    repository = assemble(
+        tmp_path_factory.mktemp("two_decoders") / "model_repository",
+        RepositoryOptions(runtime="python", decoder_instances=2),
+        onnx_dir=tiny_onnx[0],
+    )
     log_path = tmp_path_factory.mktemp("logs") / "two-decoders.log"
     for srv in serving(request, repository, cache_dir, log_path):
         yield srv.config.grpc_url
@@ -40,8 +43,9 @@ def two_decoders_url(request, tmp_path_factory, tiny_onnx, cache_dir):
 
 def prompts(image, count, row):
     h, w = image.shape[:2]
-    return dict(point_coords=[np.array([[w * (0.05 + 0.9 * k / count), h * row]]) for k in range(count)],
-                point_labels=[np.array([1])] * count)
+    return dict(
+        point_coords=[np.array([[w * (0.05 + 0.9 * k / count), h * row]]) for k in range(count)], point_labels=[np.array([1])] * count
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +93,13 @@ def test_a_timed_out_call_leaves_its_region_in_quarantine(two_decoders_url, imag
         assert_same_answers([got], [want_next])
         fresh = server_regions(two_decoders_url) - registered
         assert fresh, "the next call registered no fresh region: it reused the quarantined one"
-        assert abandoned not in fresh and (abandoned in pool.quarantined_names()
-                                           or abandoned not in server_regions(two_decoders_url))
+        assert abandoned not in fresh and (abandoned in pool.quarantined_names() or abandoned not in server_regions(two_decoders_url))
 
         # the hazard was real: the server wrote the abandoned call's logits after the client gave up
         def landed():
             written = np.frombuffer(late, np.float32).reshape(SLOW_PROMPTS, 4, 256, 256)
             return written.any() and rel_l2(written[:, 1:], want_slow[2]) <= 1e-5
+
         wait_for(landed, "the abandoned call's logits landed in the quarantined region")
         late.close()
 
@@ -103,6 +107,7 @@ def test_a_timed_out_call_leaves_its_region_in_quarantine(two_decoders_url, imag
         def released():
             assert_same_answers([client.predict_batch(**following)], [want_next])
             return abandoned not in pool.quarantined_names()
+
         wait_for(released, "the quarantined region was released")
         assert abandoned not in server_regions(two_decoders_url) and abandoned not in shm_segments()
         ours = server_regions(two_decoders_url) - before

@@ -33,8 +33,12 @@ CONNECT_TIMEOUT_S, SLACK_S = 2.0, 15.0
 def certs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tls")
     root = issue(directory, "root")
-    return SimpleNamespace(root=root, server=issue(directory, "server", root=root),
-                           client=issue(directory, "client", root=root, client=True), other_root=issue(directory, "other-root"))
+    return SimpleNamespace(
+        root=root,
+        server=issue(directory, "server", root=root),
+        client=issue(directory, "client", root=root, client=True),
+        other_root=issue(directory, "other-root"),
+    )
 
 
 def tls_serving(request, config, log_path, cache_dir):
@@ -52,8 +56,13 @@ def tls_url(request, python_repository, tmp_path_factory, cache_dir, certs):
     repository = tmp_path_factory.mktemp("tls_repo") / "model_repository"
     shutil.copytree(python_repository, repository)
     shutil.copytree(HEADER_ECHO, repository / "header_echo")
-    config = ServerConfig.on_free_ports(repository, grpc_use_ssl=True, grpc_server_cert=certs.server.cert,
-                                        grpc_server_key=certs.server.key, grpc_header_forward_pattern="x-sam-.*")
+    config = ServerConfig.on_free_ports(
+        repository,
+        grpc_use_ssl=True,
+        grpc_server_cert=certs.server.cert,
+        grpc_server_key=certs.server.key,
+        grpc_header_forward_pattern="x-sam-.*",
+    )
     for srv in tls_serving(request, config, tmp_path_factory.mktemp("logs") / "tls.log", cache_dir):
         yield srv.config.grpc_url
 
@@ -61,8 +70,13 @@ def tls_url(request, python_repository, tmp_path_factory, cache_dir, certs):
 @pytest.fixture(scope="module")
 def mutual_tls_url(request, python_repository, tmp_path_factory, cache_dir, certs):
     """A server that also requires a client certificate signed by the test root."""
-    config = ServerConfig.on_free_ports(python_repository, grpc_use_ssl_mutual=True, grpc_server_cert=certs.server.cert,
-                                        grpc_server_key=certs.server.key, grpc_root_cert=certs.root.cert)
+    config = ServerConfig.on_free_ports(
+        python_repository,
+        grpc_use_ssl_mutual=True,
+        grpc_server_cert=certs.server.cert,
+        grpc_server_key=certs.server.key,
+        grpc_root_cert=certs.root.cert,
+    )
     for srv in tls_serving(request, config, tmp_path_factory.mktemp("logs") / "mutual-tls.log", cache_dir):
         yield srv.config.grpc_url
 
@@ -90,12 +104,20 @@ def test_a_tls_client_gets_the_answers_of_a_plaintext_one(tls_url, certs, images
 
 
 def test_a_client_certificate_is_required_and_accepted(mutual_tls_url, certs, images, plain_answers):
-    with SamClient(mutual_tls_url, ssl=True, root_certificates=certs.root.cert, private_key=certs.client.key,
-                   certificate_chain=certs.client.cert, transport="grpc") as client:
+    with SamClient(
+        mutual_tls_url,
+        ssl=True,
+        root_certificates=certs.root.cert,
+        private_key=certs.client.key,
+        certificate_chain=certs.client.cert,
+        transport="grpc",
+    ) as client:
         client.set_image(images["dog"])
         assert_same_answers([client.predict(**CLICK)], plain_answers[:1])
-    assert_fails_clearly(lambda: SamClient(mutual_tls_url, ssl=True, root_certificates=certs.root.cert,
-                                           connect_timeout_s=CONNECT_TIMEOUT_S).open(), "private_key and certificate_chain")
+    assert_fails_clearly(
+        lambda: SamClient(mutual_tls_url, ssl=True, root_certificates=certs.root.cert, connect_timeout_s=CONNECT_TIMEOUT_S).open(),
+        "private_key and certificate_chain",
+    )
 
 
 def assert_fails_clearly(opening, hint):
@@ -109,8 +131,10 @@ def assert_fails_clearly(opening, hint):
 
 def test_clients_that_do_not_speak_the_servers_tls_fail_clearly(tls_url, certs):
     assert_fails_clearly(lambda: SamClient(tls_url, connect_timeout_s=CONNECT_TIMEOUT_S).open(), "pass ssl=True")
-    message = assert_fails_clearly(lambda: SamClient(tls_url, ssl=True, root_certificates=certs.other_root.cert,
-                                                     connect_timeout_s=CONNECT_TIMEOUT_S).open(), "root_certificates")
+    message = assert_fails_clearly(
+        lambda: SamClient(tls_url, ssl=True, root_certificates=certs.other_root.cert, connect_timeout_s=CONNECT_TIMEOUT_S).open(),
+        "root_certificates",
+    )
     assert "CERTIFICATE_VERIFY_FAILED" in message  # gRPC's own reason, quoted
 
 
@@ -144,7 +168,7 @@ def test_every_rpc_carries_the_client_and_call_headers(grpc_url, images):
                 await aio.predict(**CLICK, headers={"x-sam-request": "click"})
 
         asyncio.run(main())
-        async_calls = proxy.calls[len(calls):]
+        async_calls = proxy.calls[len(calls) :]
     methods = {method for method, _ in calls}
     assert {"ServerReady", "ModelConfig", "SystemSharedMemoryRegister", "ModelInfer", "SystemSharedMemoryUnregister"} <= methods
     assert all(metadata.get("x-sam-session") == "s-1" for _, metadata in calls), calls
@@ -161,8 +185,11 @@ def test_every_rpc_carries_the_client_and_call_headers(grpc_url, images):
 
 def test_keepalive_and_channel_args_reach_the_channel(grpc_url, images):
     keepalive = KeepAliveOptions(keepalive_time_ms=10_000, keepalive_timeout_ms=5_000, keepalive_permit_without_calls=True)
-    with SamClient(grpc_url, keepalive_options=keepalive, channel_args=[("grpc.max_receive_message_length", 64 * 2**20),
-                                                                         ("grpc.primary_user_agent", "sam-test")]) as client:
+    with SamClient(
+        grpc_url,
+        keepalive_options=keepalive,
+        channel_args=[("grpc.max_receive_message_length", 64 * 2**20), ("grpc.primary_user_agent", "sam-test")],
+    ) as client:
         arguments = dict(client._core.channel.channel_arguments())
         client.set_image(images["dog"])
         client.predict(**CLICK)
@@ -172,17 +199,20 @@ def test_keepalive_and_channel_args_reach_the_channel(grpc_url, images):
     assert arguments["grpc.max_send_message_length"] == 512 * 2**20 and arguments["grpc.primary_user_agent"] == "sam-test"
 
 
-@pytest.mark.parametrize("options, argument", [
-    (dict(root_certificates="{root}"), "root_certificates"),  # without ssl=True: would be plaintext
-    (dict(ssl=True, root_certificates="/nonexistent/root.pem"), "root_certificates"),
-    (dict(ssl=True, private_key="{root}"), "certificate_chain"),
-    (dict(creds="a certificate"), "creds"),
-    (dict(keepalive_options={"keepalive_time_ms": 1}), "keepalive_options"),
-    (dict(channel_args={"grpc.x": 1}), "channel_args"),
-    (dict(headers={"x-token:": "a"}), "headers['x-token:']"),
-    (dict(headers={"x-token": b"bytes"}), "headers['x-token']"),
-    (dict(headers=["x-token", "a"]), "headers"),
-])
+@pytest.mark.parametrize(
+    "options, argument",
+    [
+        (dict(root_certificates="{root}"), "root_certificates"),  # without ssl=True: would be plaintext
+        (dict(ssl=True, root_certificates="/nonexistent/root.pem"), "root_certificates"),
+        (dict(ssl=True, private_key="{root}"), "certificate_chain"),
+        (dict(creds="a certificate"), "creds"),
+        (dict(keepalive_options={"keepalive_time_ms": 1}), "keepalive_options"),
+        (dict(channel_args={"grpc.x": 1}), "channel_args"),
+        (dict(headers={"x-token:": "a"}), "headers['x-token:']"),
+        (dict(headers={"x-token": b"bytes"}), "headers['x-token']"),
+        (dict(headers=["x-token", "a"]), "headers"),
+    ],
+)
 def test_bad_remote_options_name_the_option(certs, options, argument):
     options = {k: (v.format(root=certs.root.cert) if isinstance(v, str) else v) for k, v in options.items()}
     for cls in (SamClient, AsyncSamClient):
@@ -199,11 +229,21 @@ def test_bad_call_headers_are_refused_before_anything_is_sent(grpc_url, images):
 
 
 def test_server_tls_settings_are_checked_and_become_flags(tmp_path, certs):
-    config = ServerConfig(repository=tmp_path, grpc_use_ssl_mutual=True, grpc_server_cert=certs.server.cert,
-                          grpc_server_key=certs.server.key, grpc_root_cert=certs.root.cert, grpc_header_forward_pattern="x-.*")
-    assert config.tls_args() == ["--grpc-use-ssl-mutual=true", f"--grpc-server-cert={certs.server.cert.resolve()}",
-                                 f"--grpc-server-key={certs.server.key.resolve()}", f"--grpc-root-cert={certs.root.cert.resolve()}",
-                                 "--grpc-header-forward-pattern=x-.*"]
+    config = ServerConfig(
+        repository=tmp_path,
+        grpc_use_ssl_mutual=True,
+        grpc_server_cert=certs.server.cert,
+        grpc_server_key=certs.server.key,
+        grpc_root_cert=certs.root.cert,
+        grpc_header_forward_pattern="x-.*",
+    )
+    assert config.tls_args() == [
+        "--grpc-use-ssl-mutual=true",
+        f"--grpc-server-cert={certs.server.cert.resolve()}",
+        f"--grpc-server-key={certs.server.key.resolve()}",
+        f"--grpc-root-cert={certs.root.cert.resolve()}",
+        "--grpc-header-forward-pattern=x-.*",
+    ]
     with pytest.raises(ValueError, match="grpc_server_key"):
         ServerConfig(repository=tmp_path, grpc_use_ssl=True, grpc_server_cert=certs.server.cert)
     with pytest.raises(ValueError, match="grpc_root_cert"):

@@ -68,11 +68,14 @@ def test_server_reports_the_contract(grpc_url):
             assert raw.is_model_ready(model)
             meta = raw.get_model_metadata(model, as_json=True)
             names = [i["name"] for i in meta["inputs"]]
-            assert names == [s.name for s in {
-                contract.ENCODER_MODEL: contract.ENCODER_INPUTS,
-                contract.DECODER_MODEL: contract.DECODER_INPUTS,
-                contract.ENSEMBLE_MODEL: contract.ENSEMBLE_INPUTS,
-            }[model]]
+            assert names == [
+                s.name
+                for s in {
+                    contract.ENCODER_MODEL: contract.ENCODER_INPUTS,
+                    contract.DECODER_MODEL: contract.DECODER_INPUTS,
+                    contract.ENSEMBLE_MODEL: contract.ENSEMBLE_INPUTS,
+                }[model]
+            ]
 
 
 def test_unknown_runtime_is_refused():
@@ -103,7 +106,10 @@ def test_a_rebuild_for_another_runtime_leaves_only_its_files(tmp_path, tiny_onnx
         assemble(repository, RepositoryOptions(runtime=runtime), onnx_dir=tiny_onnx[0])
         assert _files(repository) == sorted(CONFIGS + ONNX + ["someone_elses_model/config.pbtxt"]), runtime
         assert not (repository / "sam_encoder" / "1" / "__pycache__").exists()
-        assert config_files(RepositoryOptions(runtime=runtime))["sam_encoder/config.pbtxt"] == (repository / "sam_encoder" / "config.pbtxt").read_text()
+        assert (
+            config_files(RepositoryOptions(runtime=runtime))["sam_encoder/config.pbtxt"]
+            == (repository / "sam_encoder" / "config.pbtxt").read_text()
+        )
     write_configs(repository, RepositoryOptions(runtime="tensorrt"))  # before its plans are built: no ONNX graph stays
     assert _files(repository) == sorted(CONFIGS + ["someone_elses_model/config.pbtxt"])
     assemble(repository, RepositoryOptions(runtime="openvino"), onnx_dir=tiny_onnx[0])  # and back to the default
@@ -127,5 +133,7 @@ def test_build_writes_the_default_repository_in_the_cache_not_the_checkout(tmp_p
     assert checked_in_snapshot() == before
     code = main(["serve", "--cache-dir", str(tmp_path / "empty-cache")])
     assert code == 1
-    assert (f"{tmp_path / 'empty-cache' / 'model_repository'} holds no model (no */config.pbtxt): it does not exist;"
-            " write it with `sam-triton build`") in capsys.readouterr().err
+    assert (
+        f"{tmp_path / 'empty-cache' / 'model_repository'} holds no model (no */config.pbtxt): it does not exist;"
+        " write it with `sam-triton build`"
+    ) in capsys.readouterr().err

@@ -9,17 +9,18 @@ empty placeholder file stands in; nothing loads it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from sam_triton.cli.main import main
-from sam_triton.build.repository.stale_plans import StalePlanError, ensure_plans_fresh
-from sam_triton.build.tensorrt.engine_metadata import EngineMetadata, RuntimeIdentity
 from sam_triton.build.repository.assemble import RepositoryOptions, write_configs
-from sam_triton.build.tensorrt.profiles import model_profiles, profiles_as_dict
+from sam_triton.build.repository.stale_plans import StalePlanError, ensure_plans_fresh
 from sam_triton.build.server.tritonserver import free_port
+from sam_triton.build.tensorrt.engine_metadata import EngineMetadata, RuntimeIdentity
+from sam_triton.build.tensorrt.profiles import model_profiles, profiles_as_dict
+from sam_triton.cli.main import main
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits
 
@@ -30,10 +31,18 @@ REBUILD = "sam-triton build --runtime tensorrt --checkpoint sam_vit_h_4b8939.pth
 
 def _metadata(model: str, limits: Limits = BUILT, weights: str = "sha256:aaaa", runtime: RuntimeIdentity = H100) -> EngineMetadata:
     return EngineMetadata(
-        model=model, tensorrt_version=runtime.tensorrt_version, gpu_name=runtime.gpu_name,
-        compute_capability=runtime.compute_capability, precision="fp16", fp32_groups=[], fp32_layers=0,
-        profiles=profiles_as_dict(model_profiles(model, limits)), limits=asdict(limits), weights=weights,
-        onnx_sha256="0" * 64, rebuild_command=REBUILD,
+        model=model,
+        tensorrt_version=runtime.tensorrt_version,
+        gpu_name=runtime.gpu_name,
+        compute_capability=runtime.compute_capability,
+        precision="fp16",
+        fp32_groups=[],
+        fp32_layers=0,
+        profiles=profiles_as_dict(model_profiles(model, limits)),
+        limits=asdict(limits),
+        weights=weights,
+        onnx_sha256="0" * 64,
+        rebuild_command=REBUILD,
     )
 
 
@@ -68,7 +77,10 @@ def test_config_edited_after_the_build_is_refused(tmp_path):
     assert "sam_encoder/1/model.plan is stale" in message and "sam_decoder/1/model.plan is stale" in message
     assert "config.pbtxt has max_batch_size 16 but the plan was built for 8" in message
     assert "config.pbtxt has max_prompts 32 but the plan was built for 64" in message
-    assert "input 'point_coords': the plan's profile is [1, 1, 1, 2]..[8, 64, 16, 2], the config needs [1, 1, 1, 2]..[16, 32, 16, 2]" in message
+    assert (
+        "input 'point_coords': the plan's profile is [1, 1, 1, 2]..[8, 64, 16, 2], the config needs [1, 1, 1, 2]..[16, 32, 16, 2]"
+        in message
+    )
 
 
 def test_weights_mismatch_is_refused(tmp_path):
@@ -90,7 +102,7 @@ def test_missing_plan_or_metadata_is_refused(tmp_path):
     repo = _repository(tmp_path, plans=False)
     assert "there is no model.plan" in _refusal(repo)
     (repo / "sam_encoder" / "1" / "model.plan.json").unlink()
-    with pytest.raises(StalePlanError, match="there is no model.plan.json beside the plan"):
+    with pytest.raises(StalePlanError, match=re.escape("there is no model.plan.json beside the plan")):
         ensure_plans_fresh(repo)
 
 
@@ -102,8 +114,23 @@ def test_repositories_without_plans_are_untouched(tmp_path):
 def test_serve_refuses_a_stale_plan_before_starting_triton(tmp_path, capsys):
     repo = _repository(tmp_path, config_limits=Limits(max_batch_size=4))
     log_file = tmp_path / "tritonserver.log"
-    code = main(["serve", "--repository", str(repo), "--grpc-port", str(free_port()), "--http-port", str(free_port()),
-                 "--metrics-port", str(free_port()), "--cache-dir", str(tmp_path / "cache"), "--log-file", str(log_file)])
+    code = main(
+        [
+            "serve",
+            "--repository",
+            str(repo),
+            "--grpc-port",
+            str(free_port()),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--log-file",
+            str(log_file),
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "sam-triton serve: error: refusing to serve" in err and "config.pbtxt has max_batch_size 4 but the plan was built for 8" in err
@@ -125,8 +152,8 @@ def test_the_stale_check_reads_configs_as_triton_does(runtime):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from sam_triton.build.repository.stale_plans import config_limits
     from sam_triton.build.repository.assemble import config_files
+    from sam_triton.build.repository.stale_plans import config_limits
 
     for limits in (BUILT, Limits(max_batch_size=3, max_prompts=5, max_points=7)):
         files = config_files(RepositoryOptions(runtime=runtime, limits=limits))

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam_triton.cli.main import main
 from sam_triton.build.repository.stale_plans import ensure_plans_fresh
+from sam_triton.cli.main import main
 
 from .conftest import IMAGES_DIR, start_server
 
@@ -38,10 +38,34 @@ TRITON_TENSORRT_BACKEND = Path("/opt/tritonserver/backends/tensorrt")
 @pytest.fixture(scope="module")
 def tensorrt_repository(tmp_path_factory, tiny_onnx, cache_dir):
     repo = tmp_path_factory.mktemp("trt") / "model_repository"
-    code = main(["build", "--runtime", "tensorrt", "--preset", "tiny", "--repository", str(repo), "--onnx-dir", str(tiny_onnx[0]),
-                 "--cache-dir", str(cache_dir), "--precision", "mixed", "--builder-optimization-level", "0",
-                 "--max-batch-size", "2", "--max-prompts", "4", "--max-points", "4", "--decoder-cuda-graphs",
-                 "--image", str(IMAGES_DIR / "dog.jpg")])
+    code = main(
+        [
+            "build",
+            "--runtime",
+            "tensorrt",
+            "--preset",
+            "tiny",
+            "--repository",
+            str(repo),
+            "--onnx-dir",
+            str(tiny_onnx[0]),
+            "--cache-dir",
+            str(cache_dir),
+            "--precision",
+            "mixed",
+            "--builder-optimization-level",
+            "0",
+            "--max-batch-size",
+            "2",
+            "--max-prompts",
+            "4",
+            "--max-points",
+            "4",
+            "--decoder-cuda-graphs",
+            "--image",
+            str(IMAGES_DIR / "dog.jpg"),
+        ]
+    )
     assert code == 0
     return repo
 
@@ -62,19 +86,28 @@ def test_build_writes_plans_metadata_and_configs(tensorrt_repository, cache_dir)
     assert ensure_plans_fresh(tensorrt_repository, expected_weights="preset:tiny:seed0", runtime=identity)
 
 
-@pytest.mark.skipif(shutil.which("tritonserver") is None or not TRITON_TENSORRT_BACKEND.is_dir(),
-                    reason="no tritonserver with the tensorrt backend here (the NGC image has one)")
+@pytest.mark.skipif(
+    shutil.which("tritonserver") is None or not TRITON_TENSORRT_BACKEND.is_dir(),
+    reason="no tritonserver with the tensorrt backend here (the NGC image has one)",
+)
 def test_triton_serves_the_plans(tensorrt_repository, cache_dir, tmp_path, images, predictor_for):
     from sam_triton.client import SamClient
 
-    server = start_server(tensorrt_repository, cache_dir, tmp_path / "tritonserver.log", tritonserver=Path(shutil.which("tritonserver")),
-                          backend_directory=Path("/opt/tritonserver/backends"))
+    server = start_server(
+        tensorrt_repository,
+        cache_dir,
+        tmp_path / "tritonserver.log",
+        tritonserver=Path(shutil.which("tritonserver")),
+        backend_directory=Path("/opt/tritonserver/backends"),
+    )
     try:
         image = images["dog"]
         with SamClient(server.config.grpc_url) as client:
             client.set_image(image)
-            masks, scores, _ = client.predict(point_coords=np.array([[400, 250]]), point_labels=np.array([1]), multimask_output=True)
-        reference, _, _ = predictor_for("dog", image).predict(point_coords=np.array([[400, 250]]), point_labels=np.array([1]), multimask_output=True)
+            masks, _scores, _ = client.predict(point_coords=np.array([[400, 250]]), point_labels=np.array([1]), multimask_output=True)
+        reference, _, _ = predictor_for("dog", image).predict(
+            point_coords=np.array([[400, 250]]), point_labels=np.array([1]), multimask_output=True
+        )
         ious = [np.logical_and(m, r).sum() / max(np.logical_or(m, r).sum(), 1) for m, r in zip(masks, reference)]
         assert masks.shape == reference.shape and min(ious) > 0.9, ious
     finally:

@@ -29,7 +29,7 @@ def _config(files, model):
     return text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
 
 
-@pytest.mark.parametrize("limits", LIMITS, ids=lambda l: f"b{l.max_batch_size}-p{l.max_prompts}-n{l.max_points}")
+@pytest.mark.parametrize("limits", LIMITS, ids=lambda lim: f"b{lim.max_batch_size}-p{lim.max_prompts}-n{lim.max_points}")
 # Runtimes without Triton batching (Triton's openvino backend) write the batch dim into dims; the
 # profiles' batch range applies to the others (tests/test_openvino_build.py checks those configs).
 @pytest.mark.parametrize("runtime", sorted(name for name, spec in RUNTIMES.items() if spec.triton_batching))
@@ -40,7 +40,9 @@ def test_engine_profiles_match_config_dims(runtime, limits):
         profiles = model_profiles(model, limits)
         assert [p.name for p in profiles] == [t.name for t in config.input]
         params = {k: int(v.string_value) for k, v in config.parameters.items() if k in ("max_prompts", "max_points")}
-        for tensor, profile, spec in zip(config.input, profiles, contract.DECODER_INPUTS if model == contract.DECODER_MODEL else contract.ENCODER_INPUTS):
+        for tensor, profile, spec in zip(
+            config.input, profiles, contract.DECODER_INPUTS if model == contract.DECODER_MODEL else contract.ENCODER_INPUTS
+        ):
             assert len(profile.min) == len(profile.opt) == len(profile.max) == 1 + len(tensor.dims)
             assert (profile.min[0], profile.max[0]) == (1, config.max_batch_size)
             names = iter(spec.axis_names)
@@ -53,7 +55,7 @@ def test_engine_profiles_match_config_dims(runtime, limits):
                     assert profile.min[i] == profile.opt[i] == profile.max[i] == dim
 
 
-@pytest.mark.parametrize("limits", LIMITS, ids=lambda l: f"b{l.max_batch_size}-p{l.max_prompts}-n{l.max_points}")
+@pytest.mark.parametrize("limits", LIMITS, ids=lambda lim: f"b{lim.max_batch_size}-p{lim.max_prompts}-n{lim.max_points}")
 def test_warmup_and_cuda_graphs_use_the_profile_opt_shape(limits):
     files = config_files(RepositoryOptions(runtime="tensorrt", limits=limits, decoder_cuda_graphs=True, encoder_instances=2))
     encoder, decoder = _config(files, contract.ENCODER_MODEL), _config(files, contract.DECODER_MODEL)
@@ -81,9 +83,21 @@ def test_cuda_graphs_are_refused_outside_tensorrt():
 
 
 def test_trtexec_equivalent_names_the_same_profile(tmp_path):
-    command = trtexec_command(tmp_path / "sam_decoder.onnx", tmp_path / "model.plan", model=contract.DECODER_MODEL,
-                              limits=DEFAULT_LIMITS, options=EngineOptions(workspace_mib=4096), fp32_layers=["/a/LayerNormalization"])
-    assert "--optShapes=image_embeddings:1x256x64x64,point_coords:1x1x2x2,point_labels:1x1x2,mask_input:1x1x1x256x256,has_mask_input:1x1" in command
-    assert "--maxShapes=image_embeddings:8x256x64x64,point_coords:8x64x16x2,point_labels:8x64x16,mask_input:8x64x1x256x256,has_mask_input:8x64" in command
+    command = trtexec_command(
+        tmp_path / "sam_decoder.onnx",
+        tmp_path / "model.plan",
+        model=contract.DECODER_MODEL,
+        limits=DEFAULT_LIMITS,
+        options=EngineOptions(workspace_mib=4096),
+        fp32_layers=["/a/LayerNormalization"],
+    )
+    assert (
+        "--optShapes=image_embeddings:1x256x64x64,point_coords:1x1x2x2,point_labels:1x1x2,mask_input:1x1x1x256x256,has_mask_input:1x1"
+        in command
+    )
+    assert (
+        "--maxShapes=image_embeddings:8x256x64x64,point_coords:8x64x16x2,point_labels:8x64x16,mask_input:8x64x1x256x256,has_mask_input:8x64"
+        in command
+    )
     assert "--fp16" in command and "--precisionConstraints=obey" in command
     assert "--layerPrecisions=/a/LayerNormalization:fp32" in command and "--memPoolSize=workspace:4096M" in command

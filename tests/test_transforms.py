@@ -21,7 +21,7 @@ def test_resize_equals_resize_longest_side(size):
     padded, input_size = prepare_image(image)
     assert padded.shape == (1024, 1024, 3) and input_size.dtype == np.int32
     assert tuple(input_size) == expected.shape[:2]
-    assert not padded[expected.shape[0]:].any() and not padded[:, expected.shape[1]:].any()
+    assert not padded[expected.shape[0] :].any() and not padded[:, expected.shape[1] :].any()
 
 
 def test_real_photo_resize_equals(images):

@@ -29,15 +29,21 @@ CLICK = dict(point_coords=np.array([[400, 260]]), point_labels=np.array([1]))
 
 
 def batch_prompts(h, w):
-    return dict(point_coords=[np.array([[w * 0.3, h * 0.4]]), np.array([[w * 0.6, h * 0.5], [w * 0.1, h * 0.1]])],
-                point_labels=[np.array([1]), np.array([1, 0])], boxes=[None, np.array([10, 10, w - 10, h - 10])])
+    return dict(
+        point_coords=[np.array([[w * 0.3, h * 0.4]]), np.array([[w * 0.6, h * 0.5], [w * 0.1, h * 0.1]])],
+        point_labels=[np.array([1]), np.array([1, 0])],
+        boxes=[None, np.array([10, 10, w - 10, h - 10])],
+    )
 
 
 def answers(client, image):
     client.set_image(image)
     h, w = image.shape[:2]
-    return [client.predict(**CLICK), client.predict(box=np.array([50, 40, w - 60, h - 30]), multimask_output=False),
-            client.predict_batch(**batch_prompts(h, w))]
+    return [
+        client.predict(**CLICK),
+        client.predict(box=np.array([50, 40, w - 60, h - 30]), multimask_output=False),
+        client.predict_batch(**batch_prompts(h, w)),
+    ]
 
 
 def assert_same_answers(got, want):
@@ -145,7 +151,7 @@ def test_cuda_transport_says_why_it_cannot_work_here(grpc_url):
         pass
     else:
         pytest.skip("tritonclient's CUDA utilities import here: this check is for machines without them")
-    with pytest.raises(TransportUnavailableError, match="transport='cuda' needs .*cuda-python.*use transport='shm'"):
+    with pytest.raises(TransportUnavailableError, match=r"transport='cuda' needs .*cuda-python.*use transport='shm'"):
         SamClient(grpc_url, transport="cuda").open()
 
 
@@ -159,7 +165,9 @@ class UnmappableRegion(SystemRegion):
 
 def test_a_server_that_cannot_map_the_region(grpc_url, images, monkeypatch):
     monkeypatch.setitem(REGION_KINDS, "shm", UnmappableRegion)
-    with pytest.raises(SharedMemoryError, match=r"Unable to open shared memory region.*transport='grpc' works everywhere.*registering system shared memory"):
+    with pytest.raises(
+        SharedMemoryError, match=r"Unable to open shared memory region.*transport='grpc' works everywhere.*registering system shared memory"
+    ):
         SamClient(grpc_url, transport="shm").open()
     with SamClient(grpc_url) as client:  # auto falls back to grpc
         assert client.transport == "grpc"

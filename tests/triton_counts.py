@@ -45,16 +45,25 @@ def counts(url: str) -> Dict[str, Counts]:
     """Model name -> its Counts, from Triton's statistics over gRPC."""
     with grpcclient.InferenceServerClient(url) as raw:
         stats = raw.get_inference_statistics(as_json=True, client_timeout=30)["model_stats"]
-    return {s["name"]: Counts(int(s["inference_stats"]["success"].get("count", 0)), int(s["inference_stats"]["fail"].get("count", 0)),
-                              int(s.get("inference_count", 0)), int(s.get("execution_count", 0))) for s in stats}
+    return {
+        s["name"]: Counts(
+            int(s["inference_stats"]["success"].get("count", 0)),
+            int(s["inference_stats"]["fail"].get("count", 0)),
+            int(s.get("inference_count", 0)),
+            int(s.get("execution_count", 0)),
+        )
+        for s in stats
+    }
 
 
 def pending(metrics_port: int, host: str = "127.0.0.1") -> Dict[str, int]:
     """Model name -> requests in its queue, not yet handed to an instance (nv_inference_pending_request_count)."""
     with urllib.request.urlopen(f"http://{host}:{metrics_port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    return {model: int(float(value)) for model, value in
-            re.findall(r'^nv_inference_pending_request_count\{model="([^"]+)",version="\d+"\} (\S+)$', text, re.M)}
+    return {
+        model: int(float(value))
+        for model, value in re.findall(r'^nv_inference_pending_request_count\{model="([^"]+)",version="\d+"\} (\S+)$', text, re.M)
+    }
 
 
 def poll_until(read: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float, what: str) -> T:
@@ -81,5 +90,7 @@ def settled(url: str, model: str, *, at_least: Optional[Counts] = None, quiet_s:
             last, since = now, time.monotonic()
         elif all(a >= b for a, b in zip(now.astuple(), at_least.astuple())) and time.monotonic() - since >= quiet_s:
             return now
-        assert time.monotonic() < deadline, f"{model}'s statistics did not reach {at_least} and settle within {timeout_s:.0f} s (last: {now})"
+        assert time.monotonic() < deadline, (
+            f"{model}'s statistics did not reach {at_least} and settle within {timeout_s:.0f} s (last: {now})"
+        )
         time.sleep(POLL_S)

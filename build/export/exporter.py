@@ -135,14 +135,22 @@ def export_onnx(sam, source: ModelSource, out_dir: Path, *, opset: int = OPSET) 
     timings = {}
     start = time.perf_counter()
     _export_graph(
-        SamEncoderGraph(sam).eval(), contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS, out_dir / ENCODER_FILE,
-        opset=opset, sizes={"batch": 2},
+        SamEncoderGraph(sam).eval(),
+        contract.ENCODER_INPUTS,
+        contract.ENCODER_OUTPUTS,
+        out_dir / ENCODER_FILE,
+        opset=opset,
+        sizes={"batch": 2},
     )
     timings["encoder_s"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
     _export_graph(
-        SamDecoderGraph(sam).eval(), contract.DECODER_INPUTS, contract.DECODER_OUTPUTS, out_dir / DECODER_FILE,
-        opset=opset, sizes={"batch": 2, "prompts": 3, "points": 5},
+        SamDecoderGraph(sam).eval(),
+        contract.DECODER_INPUTS,
+        contract.DECODER_OUTPUTS,
+        out_dir / DECODER_FILE,
+        opset=opset,
+        sizes={"batch": 2, "prompts": 3, "points": 5},
     )
     timings["decoder_s"] = round(time.perf_counter() - start, 2)
     manifest = {

@@ -15,9 +15,27 @@ import numpy as np
 
 #: ONNX element types by the short names TensorRT's operator table uses.
 DTYPE_NAMES = {
-    1: "FP32", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64", 8: "STRING",
-    9: "BOOL", 10: "FP16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 16: "BF16",
-    17: "FP8", 18: "FP8", 19: "FP8", 20: "FP8", 21: "UINT4", 22: "INT4", 23: "FP4",
+    1: "FP32",
+    2: "UINT8",
+    3: "INT8",
+    4: "UINT16",
+    5: "INT16",
+    6: "INT32",
+    7: "INT64",
+    8: "STRING",
+    9: "BOOL",
+    10: "FP16",
+    11: "DOUBLE",
+    12: "UINT32",
+    13: "UINT64",
+    16: "BF16",
+    17: "FP8",
+    18: "FP8",
+    19: "FP8",
+    20: "FP8",
+    21: "UINT4",
+    22: "INT4",
+    23: "FP4",
 }
 
 
@@ -57,7 +75,7 @@ class GraphIndex:
         model = load_graph(source)
         try:
             inferred = shape_inference.infer_shapes(model)
-        except Exception:  # noqa: BLE001 - dtypes are then taken from what the file declares
+        except Exception:
             inferred = model
         graph = inferred.graph
         index = cls(model=model)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .exporter import OPSET, export_onnx, read_manifest, write_manifest
 from ..models.presets import DEFAULT_SEED, PRESETS, ModelSource, load_model, sha256_of
+from .exporter import OPSET, export_onnx, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 

@@ -126,7 +126,7 @@ def verify_onnx(sam, onnx_dir: Path, image: np.ndarray) -> CheckReport:
     decoder = ort_session(onnx_dir / DECODER_FILE)
     original_size = image.shape[:2]
     for name, prompt in check_prompts(*original_size).items():
-        expected_masks, expected_iou, expected_logits = predictor.predict(multimask_output=True, **prompt)
+        _expected_masks, expected_iou, expected_logits = predictor.predict(multimask_output=True, **prompt)
         encoded = encode_prompt(original_size, limits=DEFAULT_LIMITS, **prompt)
         feed = prompt_request([encoded])
         feed[contract.IMAGE_EMBEDDINGS.name] = embedding
@@ -150,6 +150,8 @@ def verify_onnx(sam, onnx_dir: Path, image: np.ndarray) -> CheckReport:
         raise ExportCheckError("ONNX Runtime disagrees with SamPredictor:\n  " + "\n  ".join(problems))
     log.info(
         "ONNX check passed: embedding rel L2 %.2e, worst logits rel L2 %.2e, worst IoU error %.2e",
-        report.embedding_rel_l2, report.worst_logits_rel_l2, report.worst_iou_abs,
+        report.embedding_rel_l2,
+        report.worst_logits_rel_l2,
+        report.worst_iou_abs,
     )
     return report

@@ -118,10 +118,19 @@ def _fetch(url: str, part: Path, *, timeout_s: float, progress: bool) -> None:
     elif have:
         log.info("resuming %s at %.1f MB", url, have / 1e6)
     length = response.headers.get("Content-Length")
-    with response, open(part, "ab" if start else "wb") as out, tqdm(
-        total=start + int(length) if length else None, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=part.name.removesuffix(".part"), disable=not progress,
-    ) as bar:
+    with (
+        response,
+        open(part, "ab" if start else "wb") as out,
+        tqdm(
+            total=start + int(length) if length else None,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=part.name.removesuffix(".part"),
+            disable=not progress,
+        ) as bar,
+    ):
         while chunk := response.read(CHUNK_BYTES):
             out.write(chunk)
             bar.update(len(chunk))
@@ -153,8 +162,10 @@ def download_official(model_type: str, cache_dir: Path, *, source: CheckpointSou
     digest = md5_of(part)
     if digest != official.md5:
         part.unlink()
-        raise DownloadError(f"{url}: the downloaded file's MD5 is {digest}, expected {official.md5} (Meta's published MD5 of"
-                            f" {official.name}); the file was deleted")
+        raise DownloadError(
+            f"{url}: the downloaded file's MD5 is {digest}, expected {official.md5} (Meta's published MD5 of"
+            f" {official.name}); the file was deleted"
+        )
     part.replace(target)
     return target
 

@@ -19,11 +19,11 @@ from sam_triton.client import contract
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 
 from ..export.exporter import DECODER_FILE, ENCODER_FILE
+from ..tensorrt.precision import PRECISIONS as TENSORRT_PRECISIONS
+from ..tensorrt.profiles import MODEL_INPUTS, model_profiles
 from .model_config import cuda_graphs_block, ensemble_config, limit_parameters, model_config, warmup_block
 from .openvino_options import DEFAULT_DECODER_ENGINE, OpenVinoOptions
 from .openvino_options import PRECISIONS as OPENVINO_PRECISIONS
-from ..tensorrt.precision import PRECISIONS as TENSORRT_PRECISIONS
-from ..tensorrt.profiles import MODEL_INPUTS, model_profiles
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +47,53 @@ class RuntimeSpec:
 RUNTIMES: Dict[str, RuntimeSpec] = {
     # Python-backend models running ONNX Runtime on the same ONNX files.
     "python": RuntimeSpec(
-        runtime_lines=('backend: "python"',), instance_kind="KIND_CPU", artifact="model.onnx",
-        thread_parameter="intra_op_num_threads", engine="onnxruntime", python_model=True,
+        runtime_lines=('backend: "python"',),
+        instance_kind="KIND_CPU",
+        artifact="model.onnx",
+        thread_parameter="intra_op_num_threads",
+        engine="onnxruntime",
+        python_model=True,
     ),
     # Triton's onnxruntime backend (NGC container).
     "onnxruntime": RuntimeSpec(
-        runtime_lines=('platform: "onnxruntime_onnx"',), instance_kind="KIND_CPU", artifact="model.onnx",
-        thread_parameter="intra_op_thread_count", engine="onnxruntime",
+        runtime_lines=('platform: "onnxruntime_onnx"',),
+        instance_kind="KIND_CPU",
+        artifact="model.onnx",
+        thread_parameter="intra_op_thread_count",
+        engine="onnxruntime",
     ),
     # The product: FP16 TensorRT plans on a GPU (engines are built by sam_triton.build.tensorrt.engine).
     "tensorrt": RuntimeSpec(
-        runtime_lines=('platform: "tensorrt_plan"',), instance_kind="KIND_GPU", artifact="model.plan",
-        thread_parameter=None, engine="tensorrt", warmup=True,
+        runtime_lines=('platform: "tensorrt_plan"',),
+        instance_kind="KIND_GPU",
+        artifact="model.plan",
+        thread_parameter=None,
+        engine="tensorrt",
+        warmup=True,
         precisions=("fp16",) + tuple(p for p in TENSORRT_PRECISIONS if p != "fp16"),
     ),
     # The embedded default: python-backend models running OpenVINO (FP32, or BF16 on AMX / AVX-512 BF16 CPUs).
     "openvino": RuntimeSpec(
-        runtime_lines=('backend: "python"',), instance_kind="KIND_CPU", artifact="model.onnx",
-        thread_parameter=None, engine="openvino", python_model=True, precisions=OPENVINO_PRECISIONS,
+        runtime_lines=('backend: "python"',),
+        instance_kind="KIND_CPU",
+        artifact="model.onnx",
+        thread_parameter=None,
+        engine="openvino",
+        python_model=True,
+        precisions=OPENVINO_PRECISIONS,
         decoder_engine=DEFAULT_DECODER_ENGINE,
     ),
     # Triton's own openvino backend (NGC container, CPU). It fixes a batching model's batch at
     # max_batch_size (padding or refusing smaller ones), so these models batch in their dims instead.
     "openvino-backend": RuntimeSpec(
-        runtime_lines=('backend: "openvino"', 'default_model_filename: "model.onnx"'), instance_kind="KIND_CPU",
-        artifact="model.onnx", thread_parameter=None, engine="openvino", triton_batching=False,
-        precisions=OPENVINO_PRECISIONS, decoder_engine=DEFAULT_DECODER_ENGINE,
+        runtime_lines=('backend: "openvino"', 'default_model_filename: "model.onnx"'),
+        instance_kind="KIND_CPU",
+        artifact="model.onnx",
+        thread_parameter=None,
+        engine="openvino",
+        triton_batching=False,
+        precisions=OPENVINO_PRECISIONS,
+        decoder_engine=DEFAULT_DECODER_ENGINE,
     ),
 }
 #: The runtime `sam-triton build` and `sam-triton demo` write unless told otherwise: the fastest CPU
@@ -133,8 +154,7 @@ class RepositoryOptions:
         engine = self.decoder_engine or self.spec.decoder_engine or self.spec.engine
         if engine == self.spec.engine:
             return self.runtime
-        return next(name for name, spec in RUNTIMES.items()
-                    if spec.engine == engine and spec.python_model == self.spec.python_model)
+        return next(name for name, spec in RUNTIMES.items() if spec.engine == engine and spec.python_model == self.spec.python_model)
 
     @property
     def decoder_spec(self) -> RuntimeSpec:
@@ -174,19 +194,30 @@ def config_files(options: RepositoryOptions) -> Dict[str, str]:
     batching = encoder.triton_batching
     files = {
         f"{contract.ENCODER_MODEL}/config.pbtxt": model_config(
-            name=contract.ENCODER_MODEL, runtime_lines=encoder.runtime_lines, limits=options.limits,
-            inputs=contract.ENCODER_INPUTS, outputs=contract.ENCODER_OUTPUTS,
-            instance_count=options.encoder_instances, instance_kind=options.instance_kind or encoder.instance_kind,
-            queue_delay_us=options.encoder_queue_delay_us, parameters=_runtime_parameters(options, encoder),
-            extra_blocks=_extra_blocks(options, contract.ENCODER_MODEL), triton_batching=batching,
+            name=contract.ENCODER_MODEL,
+            runtime_lines=encoder.runtime_lines,
+            limits=options.limits,
+            inputs=contract.ENCODER_INPUTS,
+            outputs=contract.ENCODER_OUTPUTS,
+            instance_count=options.encoder_instances,
+            instance_kind=options.instance_kind or encoder.instance_kind,
+            queue_delay_us=options.encoder_queue_delay_us,
+            parameters=_runtime_parameters(options, encoder),
+            extra_blocks=_extra_blocks(options, contract.ENCODER_MODEL),
+            triton_batching=batching,
         ),
         f"{contract.DECODER_MODEL}/config.pbtxt": model_config(
-            name=contract.DECODER_MODEL, runtime_lines=decoder.runtime_lines, limits=options.limits,
-            inputs=contract.DECODER_INPUTS, outputs=contract.DECODER_OUTPUTS,
-            instance_count=options.decoder_instances, instance_kind=options.instance_kind or decoder.instance_kind,
+            name=contract.DECODER_MODEL,
+            runtime_lines=decoder.runtime_lines,
+            limits=options.limits,
+            inputs=contract.DECODER_INPUTS,
+            outputs=contract.DECODER_OUTPUTS,
+            instance_count=options.decoder_instances,
+            instance_kind=options.instance_kind or decoder.instance_kind,
             queue_delay_us=options.decoder_queue_delay_us,
             parameters={**_runtime_parameters(options, decoder), **limit_parameters(options.limits)},
-            extra_blocks=_extra_blocks(options, contract.DECODER_MODEL), triton_batching=batching,
+            extra_blocks=_extra_blocks(options, contract.DECODER_MODEL),
+            triton_batching=batching,
         ),
         f"{contract.ENSEMBLE_MODEL}/config.pbtxt": ensemble_config(options.limits, triton_batching=batching),
         f"{contract.ENSEMBLE_MODEL}/1/{ENSEMBLE_KEEP_FILE}": "",
@@ -227,8 +258,10 @@ def runtime_files(options: RepositoryOptions, *, onnx_dir: Optional[Path] = None
     """Relative path of every file a repository of ``options`` holds: configs, python models and
     each model's artifact (a plan and its metadata; an ONNX graph and, exported so, its external data)."""
     files = set(config_files(options))
-    for model, graph, spec in ((contract.ENCODER_MODEL, ENCODER_FILE, options.spec),
-                               (contract.DECODER_MODEL, DECODER_FILE, options.decoder_spec)):
+    for model, graph, spec in (
+        (contract.ENCODER_MODEL, ENCODER_FILE, options.spec),
+        (contract.DECODER_MODEL, DECODER_FILE, options.decoder_spec),
+    ):
         if spec.artifact == "model.plan":
             files.update(f"{model}/1/{name}" for name in PLAN_FILES)
             continue

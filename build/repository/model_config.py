@@ -26,10 +26,7 @@ def _tensors(kind: str, specs: Sequence[TensorSpec], batch_in_dims: bool = False
 
 
 def _parameters(params: Dict[str, str]) -> List[str]:
-    return [
-        f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}'
-        for key, value in sorted(params.items())
-    ]
+    return [f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}' for key, value in sorted(params.items())]
 
 
 def model_config(
@@ -94,7 +91,6 @@ def limit_parameters(limits: Limits) -> Dict[str, str]:
     return {"max_prompts": str(limits.max_prompts), "max_points": str(limits.max_points)}
 
 
-
 def _dims(shape: Sequence[int]) -> str:
     return ", ".join(str(d) for d in shape)
 
@@ -105,7 +101,7 @@ def warmup_block(specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequence[int
     Triton runs it before the model is READY, so the first user request is not the one that pays
     for TensorRT's lazy initialization (and, with CUDA graphs, their capture).
     """
-    batch = {tuple(opt_shapes[s.name])[0] for s in specs}
+    batch = {next(iter(opt_shapes[s.name])) for s in specs}
     if len(batch) != 1:
         raise ValueError(f"warmup shapes disagree on the batch size: {opt_shapes}")
     inputs = [

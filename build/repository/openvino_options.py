@@ -98,7 +98,10 @@ def cpu_capabilities() -> Dict[str, object]:
     except ImportError as exc:
         raise RuntimeError("the openvino runtimes need OpenVINO: pip install 'sam-triton[serve]' (or pip install openvino)") from exc
     core = ov.Core()
-    return {"name": core.get_property("CPU", "FULL_DEVICE_NAME"), "capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))}
+    return {
+        "name": core.get_property("CPU", "FULL_DEVICE_NAME"),
+        "capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
+    }
 
 
 def require_native_bf16() -> None:

@@ -67,7 +67,9 @@ def _profile_problems(model: str, meta: EngineMetadata, config_text: str) -> Lis
         if got is None:
             problems.append(f"the plan has no profile for input '{name}'")
         elif (got["min"], got["max"]) != (shapes["min"], shapes["max"]):
-            problems.append(f"input '{name}': the plan's profile is {got['min']}..{got['max']}, the config needs {shapes['min']}..{shapes['max']}")
+            problems.append(
+                f"input '{name}': the plan's profile is {got['min']}..{got['max']}, the config needs {shapes['min']}..{shapes['max']}"
+            )
     extra = sorted(set(meta.profiles) - set(expected))
     if extra:
         problems.append(f"the plan has inputs {extra} that the config does not")
@@ -118,9 +120,7 @@ def _rebuild_hint(repository: Path, models: List[str]) -> str:
     )
 
 
-def ensure_plans_fresh(
-    repository: Path, *, expected_weights: Optional[str] = None, runtime: Optional[RuntimeIdentity] = None
-) -> List[str]:
+def ensure_plans_fresh(repository: Path, *, expected_weights: Optional[str] = None, runtime: Optional[RuntimeIdentity] = None) -> List[str]:
     """Raise ``StalePlanError`` if any TensorRT model of the repository cannot be served; returns those models.
 
     Repositories without TensorRT models (python, onnxruntime) pass untouched. The encoder and
@@ -140,9 +140,7 @@ def ensure_plans_fresh(
     stale = {model: problems for model, problems in report.items() if problems}
     if stale:
         lines = [f"{model}/1/{PLAN_FILE} is stale:\n    " + "\n    ".join(problems) for model, problems in stale.items()]
-        raise StalePlanError(
-            f"refusing to serve {repository}: " + "\n  ".join(lines) + "\n" + _rebuild_hint(repository, models)
-        )
+        raise StalePlanError(f"refusing to serve {repository}: " + "\n  ".join(lines) + "\n" + _rebuild_hint(repository, models))
     if models:
         log.info("TensorRT plans of %s match their configs%s", ", ".join(models), "" if runtime is None else f" and {runtime}")
     return models

@@ -16,14 +16,14 @@ from typing import Dict, Optional, Sequence
 
 from sam_triton.client import contract
 
-from ..tensorrt.engine_metadata import METADATA_FILE, EngineMetadata
-from .stale_plans import ensure_plans_fresh
 from ..export.exporter import DECODER_FILE, ENCODER_FILE
-from ..tensorrt.onnx_coverage import check_exported, require_coverage
 from ..models.presets import sha256_of
-from .assemble import RepositoryOptions, write_configs
 from ..tensorrt.engine import EngineOptions, build_engine, runtime_identity, trtexec_command
+from ..tensorrt.engine_metadata import METADATA_FILE, EngineMetadata
+from ..tensorrt.onnx_coverage import check_exported, require_coverage
 from ..tensorrt.profiles import model_profiles, profiles_as_dict
+from .assemble import RepositoryOptions, write_configs
+from .stale_plans import ensure_plans_fresh
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ def build_tensorrt_repository(
     command: str = "",
 ) -> Dict[str, EngineMetadata]:
     """Write the tensorrt repository at ``repository`` from the export in ``onnx_dir``; returns each plan's metadata."""
-    from .engine_check import check_engines
     from ..models.sample_images import sample_photo
+    from .engine_check import check_engines
 
     if repo_options.runtime != "tensorrt":
         raise ValueError(f"build_tensorrt_repository writes the tensorrt runtime, not {repo_options.runtime}")
@@ -79,8 +79,16 @@ def build_tensorrt_repository(
                 "optimization_level": engine_options.optimization_level,
                 "timing_cache": str(engine_options.timing_cache) if engine_options.timing_cache else None,
                 "seconds": built.seconds,
-                "trtexec": " ".join(trtexec_command(onnx_dir / file, version_dir / "model.plan", model=model, limits=limits,
-                                                    options=engine_options, fp32_layers=built.fp32_layers)),
+                "trtexec": " ".join(
+                    trtexec_command(
+                        onnx_dir / file,
+                        version_dir / "model.plan",
+                        model=model,
+                        limits=limits,
+                        options=engine_options,
+                        fp32_layers=built.fp32_layers,
+                    )
+                ),
             },
             rebuild_command=command,
         )

@@ -169,7 +169,10 @@ class ServerConfig:
         args = []
         if self.tls:
             args.append("--grpc-use-ssl-mutual=true" if self.grpc_use_ssl_mutual else "--grpc-use-ssl=true")
-            args += [f"--grpc-server-cert={Path(self.grpc_server_cert).resolve()}", f"--grpc-server-key={Path(self.grpc_server_key).resolve()}"]  # type: ignore[arg-type]
+            args += [
+                f"--grpc-server-cert={Path(self.grpc_server_cert).resolve()}",
+                f"--grpc-server-key={Path(self.grpc_server_key).resolve()}",
+            ]  # type: ignore[arg-type]
             if self.grpc_root_cert is not None:
                 args.append(f"--grpc-root-cert={Path(self.grpc_root_cert).resolve()}")
         if self.grpc_header_forward_pattern is not None:
@@ -303,7 +306,9 @@ class TritonServer:
                     f"(full server log: {self.log_path})"
                 )
             if time.monotonic() > deadline:
-                raise ServerStartError(f"tritonserver was not ready within {timeout_s:.0f} s (waiting for {pending[0]}):\n{self.log_tail()}")
+                raise ServerStartError(
+                    f"tritonserver was not ready within {timeout_s:.0f} s (waiting for {pending[0]}):\n{self.log_tail()}"
+                )
             if self._http_ok(pending[0]):
                 pending.pop(0)
             else:

@@ -191,7 +191,9 @@ def build_engine(onnx_path: Path, plan_path: Path, *, model: str, limits: Limits
     return BuiltEngine(plan=Path(plan_path), fp32_layers=tuple(pinned), seconds=round(time.perf_counter() - start, 1))
 
 
-def trtexec_command(onnx_path: Path, plan_path: Path, *, model: str, limits: Limits, options: EngineOptions, fp32_layers: Iterable[str] = ()) -> List[str]:
+def trtexec_command(
+    onnx_path: Path, plan_path: Path, *, model: str, limits: Limits, options: EngineOptions, fp32_layers: Iterable[str] = ()
+) -> List[str]:
     """The trtexec command line that builds the same engine (documentation and cross-checks)."""
     command = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan_path}", *trtexec_shape_flags(model_profiles(model, limits))]
     if options.precision.fp16:

@@ -23,8 +23,8 @@ from sam_triton.client.predictor.requests import prompt_request
 from sam_triton.client.predictor.transforms import prepare_image
 
 from ..export.exporter import DECODER_FILE, ENCODER_FILE
-from .engine import require_tensorrt
 from ..export.verify import check_prompts, mask_iou, ort_session, rel_l2
+from .engine import require_tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,9 @@ def check_engines(repository: Path, onnx_dir: Path, image: np.ndarray, *, precis
         decoder_figures[name] = {
             "logits_rel_l2": rel_l2(got[contract.LOW_RES_MASKS.name], expected_logits),
             "iou_prediction_abs": float(np.max(np.abs(got[contract.IOU_PREDICTIONS.name] - expected_iou))),
-            "mask_iou": min(mask_iou(got[contract.LOW_RES_MASKS.name][0, 0, k], expected_logits[0, 0, k]) for k in range(contract.NUM_MASK_OUTPUTS)),
+            "mask_iou": min(
+                mask_iou(got[contract.LOW_RES_MASKS.name][0, 0, k], expected_logits[0, 0, k]) for k in range(contract.NUM_MASK_OUTPUTS)
+            ),
         }
     figures[contract.DECODER_MODEL] = decoder_figures
 
@@ -104,7 +106,8 @@ def check_engines(repository: Path, onnx_dir: Path, image: np.ndarray, *, precis
             problems.append(f"sam_decoder {name}: mask IoU {values['mask_iou']:.3f} < {least_iou}")
     if problems:
         raise EngineCheckError(
-            f"the {precision} engines disagree with ONNX Runtime FP32:\n  " + "\n  ".join(problems)
+            f"the {precision} engines disagree with ONNX Runtime FP32:\n  "
+            + "\n  ".join(problems)
             + "\nTry --precision mixed (FP32 LayerNorm/softmax) or --precision fp32."
         )
     log.info("engine check passed: %s", figures)

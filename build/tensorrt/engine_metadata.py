@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List
 
-
 SCHEMA = 1
 PLAN_FILE = "model.plan"
 METADATA_FILE = "model.plan.json"

@@ -39,9 +39,21 @@ TRAP_OPS: Mapping[str, str] = {
 
 #: Inputs (by index) that define an output's shape; their values must not come from graph inputs.
 SHAPE_INPUTS: Mapping[str, Tuple[int, ...]] = {
-    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,), "Resize": (1, 2, 3),
-    "Upsample": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Range": (0, 1, 2), "TopK": (1,),
-    "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "OneHot": (1,), "CenterCropPad": (1,),
+    "Reshape": (1,),
+    "Expand": (1,),
+    "Tile": (1,),
+    "ConstantOfShape": (0,),
+    "Resize": (1, 2, 3),
+    "Upsample": (1,),
+    "Slice": (1, 2, 3, 4),
+    "Pad": (1, 3),
+    "Range": (0, 1, 2),
+    "TopK": (1,),
+    "Squeeze": (1,),
+    "Unsqueeze": (1,),
+    "Split": (1,),
+    "OneHot": (1,),
+    "CenterCropPad": (1,),
 }
 
 #: Ops whose output values do not depend on their inputs' values (only on shapes, or on nothing).
@@ -127,7 +139,9 @@ def check_graph(source, *, name: str = "graph", table: OperatorTable = None) -> 
     low, high = table.opset_range
     for domain, version in sorted(index.opsets.items()):
         if domain != "ai.onnx":
-            problems.append(f"{name}: opset domain '{domain}' (version {version}): TensorRT {table.tensorrt_version} parses only the default ai.onnx domain")
+            problems.append(
+                f"{name}: opset domain '{domain}' (version {version}): TensorRT {table.tensorrt_version} parses only the default ai.onnx domain"
+            )
         elif not low <= version <= high:
             problems.append(f"{name}: opset {version}: TensorRT {table.tensorrt_version} supports opsets {low} to {high}")
     for kind, tensors in (("input", index.graph_inputs), ("output", index.graph_outputs)):
@@ -153,14 +167,20 @@ def check_graph(source, *, name: str = "graph", table: OperatorTable = None) -> 
         for tensor in _checked_tensors(node):
             dtype = index.dtype.get(tensor)
             if dtype is not None and dtype not in allowed:
-                problems.append(f"{label}: tensor '{tensor}' is {dtype}; TensorRT {table.tensorrt_version} supports {node.op_type} on {sorted(allowed)}")
+                problems.append(
+                    f"{label}: tensor '{tensor}' is {dtype}; TensorRT {table.tensorrt_version} supports {node.op_type} on {sorted(allowed)}"
+                )
         if node.op_type == "Einsum" and any(b"..." in attr.s for attr in node.attribute if attr.name == "equation"):
             problems.append(f"{label}: an ellipsis in the equation; {table.restrictions.get('Einsum', '')}")
         for position in SHAPE_INPUTS.get(node.op_type, ()):
             if position < len(node.input) and node.input[position] and dependent.get(node.input[position]):
-                problems.append(f"{label}: input {position} ('{node.input[position]}') sets an output shape from graph-input values: a data-dependent output shape")
+                problems.append(
+                    f"{label}: input {position} ('{node.input[position]}') sets an output shape from graph-input values: a data-dependent output shape"
+                )
         if node.op_type in ARITHMETIC_OPS and index.dtype.get(node.output[0]) == "INT64" and dependent.get(node.output[0]):
-            problems.append(f"{label}: int64 arithmetic on values computed from graph inputs (index arithmetic TensorRT casts); compute in float")
+            problems.append(
+                f"{label}: int64 arithmetic on values computed from graph inputs (index arithmetic TensorRT casts); compute in float"
+            )
     return report
 
 

@@ -83,10 +83,14 @@ def _layernorm2d(index: GraphIndex) -> List[str]:
     selected: List[str] = []
     for mean in (n for n in index.nodes if n.op_type == "ReduceMean"):
         x = mean.input[0]
-        sub = next((n for n in index.consumers.get(mean.output[0], []) if n.op_type == "Sub" and list(n.input) == [x, mean.output[0]]), None)
+        sub = next(
+            (n for n in index.consumers.get(mean.output[0], []) if n.op_type == "Sub" and list(n.input) == [x, mean.output[0]]), None
+        )
         if sub is None:
             continue
-        pow_ = next((n for n in index.consumers.get(sub.output[0], []) if n.op_type == "Pow" and _is_constant(index, n.input[1], 2.0)), None)
+        pow_ = next(
+            (n for n in index.consumers.get(sub.output[0], []) if n.op_type == "Pow" and _is_constant(index, n.input[1], 2.0)), None
+        )
         var = pow_ and index.single_consumer(pow_.output[0], "ReduceMean")
         add = var and index.single_consumer(var.output[0], "Add")
         if not add or not _is_constant(index, _other_input(add, var.output[0])):
@@ -172,7 +176,11 @@ FP32_GROUPS: Mapping[str, LayerGroup] = {
         LayerGroup("attention_logits", "the MatMuls/Einsums and scale/bias ops producing each softmax's logits", _attention_logits),
         LayerGroup("attention", "attention_logits and softmax together", lambda index: _attention_logits(index) + _ops(index, "Softmax")),
         LayerGroup("prompt_pe", "the prompt encoder's random-Fourier point encoding (Gaussian MatMul, Sin, Cos)", _prompt_pe),
-        LayerGroup("all", "every layer: an FP32 engine of this model inside a mixed build", lambda index: [_name(n) for n in index.nodes if n.op_type != "Constant"]),
+        LayerGroup(
+            "all",
+            "every layer: an FP32 engine of this model inside a mixed build",
+            lambda index: [_name(n) for n in index.nodes if n.op_type != "Constant"],
+        ),
     )
 }
 

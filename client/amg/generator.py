@@ -18,6 +18,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..contract import LABEL_FOREGROUND, LABEL_PADDING, LOW_RES_SIZE
+from ..errors import InvalidInputError
+from ..flows import decode_all
+from ..predictor.prompts import DecoderPrompt, select_outputs
+from ..predictor.requests import MASK_THRESHOLD, ImageState, image_request, upsample_chunk
+from ..predictor.transforms import apply_coords, postprocess_masks
+from ..predictor.validation import check_image
+from ..transport.core import SamCore
+from ..transport.ops import Flow, compute
 from .geometry import (
     batched_mask_to_box,
     box_area,
@@ -29,17 +38,8 @@ from .geometry import (
     uncrop_masks,
     uncrop_points,
 )
-from .masks import calculate_stability_score, mask_to_rle, remove_small_regions, require_pycocotools, rle_to_mask
-from ..contract import LABEL_FOREGROUND, LABEL_PADDING, LOW_RES_SIZE
-from ..transport.core import SamCore
-from ..errors import InvalidInputError
 from .mask_set import SEGMENTATION_ENCODERS, MaskSet
-from ..flows import decode_all
-from ..predictor.prompts import DecoderPrompt, select_outputs
-from ..predictor.requests import MASK_THRESHOLD, ImageState, image_request, upsample_chunk
-from ..predictor.transforms import apply_coords, postprocess_masks
-from ..predictor.validation import check_image
-from ..transport.ops import Flow, compute
+from .masks import calculate_stability_score, mask_to_rle, remove_small_regions, require_pycocotools, rle_to_mask
 
 OUTPUT_MODES = tuple(SEGMENTATION_ENCODERS)
 
@@ -90,8 +90,14 @@ class MaskGeneratorOptions:
             raise InvalidInputError("points_per_side", f"got {self.points_per_side!r}; expected an integer >= 1")
         if int(self.crop_n_layers) < 0 or int(self.min_mask_region_area) < 0:
             raise InvalidInputError("crop_n_layers" if self.crop_n_layers < 0 else "min_mask_region_area", "expected >= 0")
-        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh",
-                     "crop_nms_thresh", "crop_overlap_ratio"):
+        for name in (
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "stability_score_offset",
+            "box_nms_thresh",
+            "crop_nms_thresh",
+            "crop_overlap_ratio",
+        ):
             if not math.isfinite(float(getattr(self, name))):
                 raise InvalidInputError(name, f"got {getattr(self, name)!r}; expected a finite number")
         if self.output_mode not in OUTPUT_MODES:
@@ -100,7 +106,9 @@ class MaskGeneratorOptions:
             require_pycocotools()
         if self.point_grids is not None:
             if len(self.point_grids) != self.crop_n_layers + 1:
-                raise InvalidInputError("point_grids", f"got {len(self.point_grids)} grids; expected crop_n_layers + 1 = {self.crop_n_layers + 1}")
+                raise InvalidInputError(
+                    "point_grids", f"got {len(self.point_grids)} grids; expected crop_n_layers + 1 = {self.crop_n_layers + 1}"
+                )
             for i, grid in enumerate(self.point_grids):
                 grid = np.asarray(grid)
                 if grid.ndim != 2 or grid.shape[1] != 2 or np.any(grid < 0) or np.any(grid > 1):
@@ -117,12 +125,21 @@ def point_prompts(points: np.ndarray, state: ImageState) -> List[DecoderPrompt]:
     coords = apply_coords(points, state.original_size).astype(np.float32)
     labels = np.array([LABEL_FOREGROUND, LABEL_PADDING], np.float32)
     no_mask = np.zeros((1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-    return [DecoderPrompt(coords=np.stack([xy, np.zeros(2, np.float32)]), labels=labels, mask_input=no_mask, has_mask_input=0.0)
-            for xy in coords]
+    return [
+        DecoderPrompt(coords=np.stack([xy, np.zeros(2, np.float32)]), labels=labels, mask_input=no_mask, has_mask_input=0.0)
+        for xy in coords
+    ]
 
 
-def process_batch(points: np.ndarray, iou4: np.ndarray, low_res4: np.ndarray, state: ImageState,
-                  crop_box: Sequence[int], orig_size: Tuple[int, int], options: MaskGeneratorOptions) -> MaskSet:
+def process_batch(
+    points: np.ndarray,
+    iou4: np.ndarray,
+    low_res4: np.ndarray,
+    state: ImageState,
+    crop_box: Sequence[int],
+    orig_size: Tuple[int, int],
+    options: MaskGeneratorOptions,
+) -> MaskSet:
     """Decoder outputs of N grid points (crop pixels) -> the masks SAM's _process_batch keeps.
 
     Boxes and points stay in the crop's frame (``generate`` uncrops them after NMS); RLEs are in
@@ -136,7 +153,7 @@ def process_batch(points: np.ndarray, iou4: np.ndarray, low_res4: np.ndarray, st
     parts = []
     step = upsample_chunk(state.original_size)  # bounds the HxW float32 logits upsampled at once
     for start in range(0, len(keep), step):
-        index = keep[start:start + step]
+        index = keep[start : start + step]
         logits = postprocess_masks(low_res[index], state.input_size, state.original_size)
         stability = calculate_stability_score(logits, MASK_THRESHOLD, options.stability_score_offset)
         stable = stability >= options.stability_score_thresh if options.stability_score_thresh > 0.0 else np.ones(len(index), bool)
@@ -145,14 +162,16 @@ def process_batch(points: np.ndarray, iou4: np.ndarray, low_res4: np.ndarray, st
         inside = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
         masks, boxes = masks[inside], boxes[inside]
         chosen = index[stable][inside]
-        parts.append(MaskSet(
-            rles=mask_to_rle(uncrop_masks(masks, crop_box, *orig_size)),
-            boxes=boxes,
-            iou_preds=iou[chosen].astype(np.float32),
-            points=points[chosen],
-            stability_score=stability[stable][inside],
-            crop_boxes=np.tile(np.asarray(crop_box, np.int64), (len(chosen), 1)),
-        ))
+        parts.append(
+            MaskSet(
+                rles=mask_to_rle(uncrop_masks(masks, crop_box, *orig_size)),
+                boxes=boxes,
+                iou_preds=iou[chosen].astype(np.float32),
+                points=points[chosen],
+                stability_score=stability[stable][inside],
+                crop_boxes=np.tile(np.asarray(crop_box, np.int64), (len(chosen), 1)),
+            )
+        )
     return MaskSet.concat(parts)
 
 
@@ -180,8 +199,15 @@ def merge_crops(parts: List[MaskSet], options: MaskGeneratorOptions) -> List[Dic
     return data.records(options.output_mode)
 
 
-def _process_crop(core: SamCore, image: np.ndarray, crop_box: List[int], grid: np.ndarray,
-                  orig_size: Tuple[int, int], options: MaskGeneratorOptions, timeout_s: float) -> Flow:
+def _process_crop(
+    core: SamCore,
+    image: np.ndarray,
+    crop_box: List[int],
+    grid: np.ndarray,
+    orig_size: Tuple[int, int],
+    options: MaskGeneratorOptions,
+    timeout_s: float,
+) -> Flow:
     x0, y0, x1, y1 = crop_box
     state = yield from compute(image_request, np.ascontiguousarray(image[y0:y1, x0:x1]))
     points_for_image = grid * np.array(state.original_size)[None, ::-1]
@@ -189,7 +215,7 @@ def _process_crop(core: SamCore, image: np.ndarray, crop_box: List[int], grid: n
     batches = []
     try:
         for start in range(0, len(points_for_image), options.points_per_batch):
-            points = points_for_image[start:start + options.points_per_batch]
+            points = points_for_image[start : start + options.points_per_batch]
             iou, low_res = yield from decode_all(core, embedded, point_prompts(points, state), timeout_s)
             batch = yield from compute(process_batch, points, iou, low_res, state, crop_box, orig_size, options)
             batches.append(batch)

@@ -39,7 +39,7 @@ def generate_crop_boxes(im_size: Tuple[int, int], n_layers: int, overlap_ratio: 
     layer_idxs.append(0)
 
     def crop_len(orig_len: int, n_crops: int, overlap: int) -> int:
-        return int(math.ceil((overlap * (n_crops - 1) + orig_len) / n_crops))
+        return math.ceil((overlap * (n_crops - 1) + orig_len) / n_crops)
 
     for i_layer in range(n_layers):
         n_crops_per_side = 2 ** (i_layer + 1)
@@ -133,7 +133,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
             if suppressed[i]:
                 continue
             keep.append(i)
-            rest = order[position + 1:]
+            rest = order[position + 1 :]
             rest = rest[~suppressed[rest]]
             if rest.size == 0:
                 break

@@ -57,8 +57,10 @@ def require_pycocotools() -> Any:
         from pycocotools import mask as mask_utils
     except ImportError as exc:
         raise InvalidInputError(
-            "output_mode", "'coco_rle' needs pycocotools: pip install 'sam-triton[coco]' (or pycocotools);"
-            " 'binary_mask' and 'uncompressed_rle' need nothing more") from exc
+            "output_mode",
+            "'coco_rle' needs pycocotools: pip install 'sam-triton[coco]' (or pycocotools);"
+            " 'binary_mask' and 'uncompressed_rle' need nothing more",
+        ) from exc
     return mask_utils
 
 

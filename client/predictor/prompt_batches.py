@@ -27,7 +27,9 @@ def _as_sequence(value: object, argument: str) -> Optional[list]:
         return list(value)
     if isinstance(value, (list, tuple)):
         return list(value)
-    raise InvalidInputError(argument, f"got {type(value).__name__}; expected a sequence with one entry per prompt, or an array with P first")
+    raise InvalidInputError(
+        argument, f"got {type(value).__name__}; expected a sequence with one entry per prompt, or an array with P first"
+    )
 
 
 def encode_prompt_batch(
@@ -46,11 +48,15 @@ def encode_prompt_batch(
     mask_inputs: Px1x256x256 low-res logits. A prompt's entry may be None where others have one
     (a box-only prompt among clicks). Errors name the prompt, as ``point_coords[3]``.
     """
-    given = {name: _as_sequence(value, name) for name, value in
-             (("point_coords", point_coords), ("point_labels", point_labels), ("boxes", boxes), ("mask_inputs", mask_inputs))}
+    given = {
+        name: _as_sequence(value, name)
+        for name, value in (("point_coords", point_coords), ("point_labels", point_labels), ("boxes", boxes), ("mask_inputs", mask_inputs))
+    }
     present = {name: seq for name, seq in given.items() if seq is not None}
     if not present or (set(present) <= {"mask_inputs"}):
-        raise InvalidInputError("point_coords", "no prompts given; expected point_coords with point_labels, boxes, or both (one entry per prompt)")
+        raise InvalidInputError(
+            "point_coords", "no prompts given; expected point_coords with point_labels, boxes, or both (one entry per prompt)"
+        )
     counts = {name: len(seq) for name, seq in present.items()}
     first_name, count = next(iter(counts.items()))
     for name, n in counts.items():
@@ -66,14 +72,16 @@ def encode_prompt_batch(
     prompts = []
     for i in range(count):
         try:
-            prompts.append(encode_prompt(
-                original_size,
-                point_coords=entry("point_coords", i),
-                point_labels=entry("point_labels", i),
-                box=entry("boxes", i),
-                mask_input=entry("mask_inputs", i),
-                limits=limits,
-            ))
+            prompts.append(
+                encode_prompt(
+                    original_size,
+                    point_coords=entry("point_coords", i),
+                    point_labels=entry("point_labels", i),
+                    box=entry("boxes", i),
+                    mask_input=entry("mask_inputs", i),
+                    limits=limits,
+                )
+            )
         except InvalidInputError as exc:
             argument = {"box": "boxes", "mask_input": "mask_inputs"}.get(exc.argument, exc.argument)
             raise InvalidInputError(f"{argument}[{i}]", exc.problem) from None
@@ -85,6 +93,4 @@ def plan_requests(prompts: Sequence[DecoderPrompt], max_prompts: int) -> List[Li
     groups: Dict[int, List[int]] = {}
     for index, prompt in enumerate(prompts):
         groups.setdefault(prompt.coords.shape[0], []).append(index)
-    return [indices[start:start + max_prompts]
-            for indices in groups.values()
-            for start in range(0, len(indices), max_prompts)]
+    return [indices[start : start + max_prompts] for indices in groups.values() for start in range(0, len(indices), max_prompts)]

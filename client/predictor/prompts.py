@@ -89,9 +89,7 @@ def stack_prompts(prompts: Sequence[DecoderPrompt], *, mask_input: bool = True) 
     return inputs
 
 
-def select_outputs(
-    iou_predictions: np.ndarray, low_res_masks: np.ndarray, multimask_output: bool
-) -> Tuple[np.ndarray, np.ndarray]:
+def select_outputs(iou_predictions: np.ndarray, low_res_masks: np.ndarray, multimask_output: bool) -> Tuple[np.ndarray, np.ndarray]:
     """Pick SAM's outputs from the decoder's 4: index 0 single-mask, 1..3 multimask (MaskDecoder.forward)."""
     sl = slice(1, None) if multimask_output else slice(0, 1)
     return iou_predictions[..., sl], low_res_masks[..., sl, :, :]

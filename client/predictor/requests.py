@@ -63,8 +63,13 @@ def predictions(
     return_logits: bool,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch-of-1 decoder outputs for P prompts -> ``upsampled``'s (masks, iou, low-res logits)."""
-    return upsampled(outputs[IOU_PREDICTIONS.name][0], outputs[LOW_RES_MASKS.name][0], state,
-                     multimask_output=multimask_output, return_logits=return_logits)
+    return upsampled(
+        outputs[IOU_PREDICTIONS.name][0],
+        outputs[LOW_RES_MASKS.name][0],
+        state,
+        multimask_output=multimask_output,
+        return_logits=return_logits,
+    )
 
 
 def upsampled(

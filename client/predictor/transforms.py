@@ -88,8 +88,9 @@ def _postprocess_matrices(input_size: Tuple[int, int], original_size: Tuple[int,
     return rows.astype(np.float32), np.ascontiguousarray(cols.T.astype(np.float32))
 
 
-def postprocess_masks(low_res: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int], *,
-                      out: Optional[np.ndarray] = None) -> np.ndarray:
+def postprocess_masks(
+    low_res: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int], *, out: Optional[np.ndarray] = None
+) -> np.ndarray:
     """...x256x256 float32 logits -> ...xHxW float32 logits in the original image; Sam.postprocess_masks.
 
     ``out``: a float32 ...xHxW array to write the result into (no HxW temporary of our own)."""

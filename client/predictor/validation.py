@@ -40,7 +40,7 @@ def _dtype_hint(image: np.ndarray) -> str:
         low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
         scale = "(image * 255).round().astype(np.uint8)" if high <= 1.0 else "np.clip(image, 0, 255).astype(np.uint8)"
         return f" with values in [{low:g}, {high:g}]; expected dtype uint8 in [0, 255]: convert with {scale}"
-    if image.dtype.kind in "iu" and image.size and 0 <= int(image.min()) and int(image.max()) <= 255:
+    if image.dtype.kind in "iu" and image.size and int(image.min()) >= 0 and int(image.max()) <= 255:
         return "; expected dtype uint8: its values fit, convert with image.astype(np.uint8)"
     if image.dtype == np.uint16:
         return "; expected dtype uint8 (8 bits per channel): scale 16-bit images first, e.g. (image >> 8).astype(np.uint8)"
@@ -55,9 +55,11 @@ def check_image(image: object, argument: str = "image") -> np.ndarray:
     to 0 pixels at SAM's 1024-pixel input.
     """
     if hasattr(image, "mode") and hasattr(image, "size") and not isinstance(image, np.ndarray):
-        mode, (width, height) = getattr(image, "mode"), getattr(image, "size")
+        mode, (width, height) = image.mode, image.size
         if mode != "RGB":
-            raise InvalidInputError(argument, f"got a PIL image of {width}x{height} pixels in mode {mode!r}; expected mode 'RGB' (use image.convert('RGB'))")
+            raise InvalidInputError(
+                argument, f"got a PIL image of {width}x{height} pixels in mode {mode!r}; expected mode 'RGB' (use image.convert('RGB'))"
+            )
         image = np.asarray(image)
     if not isinstance(image, np.ndarray):
         raise InvalidInputError(argument, f"got {describe(image)}; expected a numpy array HxWx3 of dtype uint8")
@@ -71,8 +73,11 @@ def check_image(image: object, argument: str = "image") -> np.ndarray:
     if max(h, w) > MAX_IMAGE_SIDE:
         raise InvalidInputError(argument, f"got {describe(image)}; expected at most {MAX_IMAGE_SIDE} pixels on a side")
     if min(preprocess_shape(h, w)) < 1:
-        raise InvalidInputError(argument, f"got {describe(image)}; expected sides at most {2 * IMAGE_SIZE} times longer than each other"
-                                          f" (resized to SAM's {IMAGE_SIZE}-pixel input its short side would be 0 pixels)")
+        raise InvalidInputError(
+            argument,
+            f"got {describe(image)}; expected sides at most {2 * IMAGE_SIZE} times longer than each other"
+            f" (resized to SAM's {IMAGE_SIZE}-pixel input its short side would be 0 pixels)",
+        )
     return np.ascontiguousarray(image)
 
 
@@ -84,8 +89,9 @@ def _finite_float_array(value: object, argument: str, expected: str) -> np.ndarr
     bad = ~np.isfinite(array)
     if np.any(bad):
         where = tuple(int(i) for i in np.argwhere(bad)[0]) if array.ndim else ()
-        raise InvalidInputError(argument, f"got {describe(np.asarray(value))} holding NaN or infinity (first at index {list(where)});"
-                                          f" expected {expected}")
+        raise InvalidInputError(
+            argument, f"got {describe(np.asarray(value))} holding NaN or infinity (first at index {list(where)}); expected {expected}"
+        )
     return array
 
 
@@ -96,8 +102,11 @@ def _check_inside(coords: np.ndarray, original_size: Tuple[int, int], argument: 
     if np.any(outside):
         index = int(np.argmax(outside.reshape(-1)))
         point = coords.reshape(-1, 2)[index]
-        raise InvalidInputError(argument, f"has coordinates outside the image: (x, y) = ({point[0]:g}, {point[1]:g}) at point {index}"
-                                          f" of {w}x{h} pixels; expected x in [0, {w}] and y in [0, {h}] (pixels of the original image)")
+        raise InvalidInputError(
+            argument,
+            f"has coordinates outside the image: (x, y) = ({point[0]:g}, {point[1]:g}) at point {index}"
+            f" of {w}x{h} pixels; expected x in [0, {w}] and y in [0, {h}] (pixels of the original image)",
+        )
 
 
 def check_points(
@@ -116,8 +125,11 @@ def check_points(
     if labels.shape != (coords.shape[0],):
         raise InvalidInputError("point_labels", f"got shape {labels.shape}; expected ({coords.shape[0]},), one label per point")
     if not np.all(np.isin(labels, (0, 1))):
-        raise InvalidInputError("point_labels", f"got values {sorted(set(labels.tolist()))} in shape {labels.shape}; expected 1 (foreground)"
-                                                " or 0 (background) (a box goes in box=, not as labels 2 and 3)")
+        raise InvalidInputError(
+            "point_labels",
+            f"got values {sorted(set(labels.tolist()))} in shape {labels.shape}; expected 1 (foreground)"
+            " or 0 (background) (a box goes in box=, not as labels 2 and 3)",
+        )
     _check_inside(coords, original_size, "point_coords")
     return coords, labels
 
@@ -143,7 +155,10 @@ def check_mask_input(mask_input: object) -> Optional[np.ndarray]:
     array = np.asarray(mask_input)
     expected = (1, LOW_RES_SIZE, LOW_RES_SIZE)
     if array.shape != expected:
-        raise InvalidInputError("mask_input", f"got {describe(array)}; expected shape {expected} (one of the low-res logits a previous predict returned, as logits[None, i])")
+        raise InvalidInputError(
+            "mask_input",
+            f"got {describe(array)}; expected shape {expected} (one of the low-res logits a previous predict returned, as logits[None, i])",
+        )
     if not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)):
         raise InvalidInputError("mask_input", f"got {describe(array)}; expected finite float logits")
     return array.astype(np.float32)

@@ -42,8 +42,10 @@ def check_headers(headers: object, argument: str = "headers") -> Dict[str, str]:
     for key, value in headers.items():
         name = key.lower() if isinstance(key, str) else key
         if not isinstance(name, str) or not _HEADER_KEY.match(name) or name.startswith(_RESERVED_PREFIXES) or name.endswith("-bin"):
-            raise InvalidInputError(f"{argument}[{key!r}]", "expected a header name of letters, digits, '-', '_' and '.'"
-                                                            " (not starting with 'grpc-', not a binary '-bin' header)")
+            raise InvalidInputError(
+                f"{argument}[{key!r}]",
+                "expected a header name of letters, digits, '-', '_' and '.' (not starting with 'grpc-', not a binary '-bin' header)",
+            )
         if not isinstance(value, str) or not value.isprintable() or not value.isascii():
             raise InvalidInputError(f"{argument}[{key!r}]", f"got {type(value).__name__} {value!r}; expected a printable ASCII str")
         checked[name] = value
@@ -81,28 +83,34 @@ class ChannelOptions:
         for name in ("root_certificates", "private_key", "certificate_chain"):
             set_(self, name, _readable_file(getattr(self, name), name))
             if getattr(self, name) is not None and not self.ssl:
-                raise InvalidInputError(name, "is used only with ssl=True (tritonclient would silently open a plaintext"
-                                              " channel): pass ssl=True, or creds=")
+                raise InvalidInputError(
+                    name, "is used only with ssl=True (tritonclient would silently open a plaintext channel): pass ssl=True, or creds="
+                )
         if (self.private_key is None) != (self.certificate_chain is None):
-            raise InvalidInputError("private_key" if self.private_key is None else "certificate_chain",
-                                    "a client certificate needs both private_key and certificate_chain")
+            raise InvalidInputError(
+                "private_key" if self.private_key is None else "certificate_chain",
+                "a client certificate needs both private_key and certificate_chain",
+            )
         if self.creds is not None:
             import grpc
 
             if not isinstance(self.creds, grpc.ChannelCredentials):
-                raise InvalidInputError("creds", f"got {type(self.creds).__name__}; expected grpc.ChannelCredentials"
-                                                 " (e.g. grpc.ssl_channel_credentials(...))")
+                raise InvalidInputError(
+                    "creds", f"got {type(self.creds).__name__}; expected grpc.ChannelCredentials (e.g. grpc.ssl_channel_credentials(...))"
+                )
             if self.ssl:
                 raise InvalidInputError("creds", "give either creds or ssl=True with certificate files, not both")
         if self.keepalive_options is not None and not all(
-                hasattr(self.keepalive_options, name) for name in ("keepalive_time_ms", "keepalive_timeout_ms",
-                                                                   "keepalive_permit_without_calls", "http2_max_pings_without_data")):
-            raise InvalidInputError("keepalive_options", f"got {type(self.keepalive_options).__name__};"
-                                                         " expected tritonclient.grpc.KeepAliveOptions(...)")
+            hasattr(self.keepalive_options, name)
+            for name in ("keepalive_time_ms", "keepalive_timeout_ms", "keepalive_permit_without_calls", "http2_max_pings_without_data")
+        ):
+            raise InvalidInputError(
+                "keepalive_options", f"got {type(self.keepalive_options).__name__}; expected tritonclient.grpc.KeepAliveOptions(...)"
+            )
         if self.channel_args is not None:
             pairs = list(self.channel_args) if isinstance(self.channel_args, (list, tuple)) else None
             if pairs is None or not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in pairs):
-                raise InvalidInputError("channel_args", "expected a list of (\"grpc.option\", value) pairs")
+                raise InvalidInputError("channel_args", 'expected a list of ("grpc.option", value) pairs')
             set_(self, "channel_args", tuple(pairs))
         set_(self, "headers", check_headers(self.headers))
 
@@ -115,16 +123,24 @@ class ChannelOptions:
         arguments = dict(MESSAGE_SIZE_ARGS)
         keepalive = self.keepalive_options
         if keepalive is not None:
-            arguments.update({
-                "grpc.keepalive_time_ms": keepalive.keepalive_time_ms,
-                "grpc.keepalive_timeout_ms": keepalive.keepalive_timeout_ms,
-                "grpc.keepalive_permit_without_calls": int(bool(keepalive.keepalive_permit_without_calls)),
-                "grpc.http2.max_pings_without_data": keepalive.http2_max_pings_without_data,
-            })
+            arguments.update(
+                {
+                    "grpc.keepalive_time_ms": keepalive.keepalive_time_ms,
+                    "grpc.keepalive_timeout_ms": keepalive.keepalive_timeout_ms,
+                    "grpc.keepalive_permit_without_calls": int(bool(keepalive.keepalive_permit_without_calls)),
+                    "grpc.http2.max_pings_without_data": keepalive.http2_max_pings_without_data,
+                }
+            )
         arguments.update(dict(self.channel_args or ()))
         return list(arguments.items())
 
     def client_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of tritonclient's ``InferenceServerClient(url, ...)`` (grpc and grpc.aio)."""
-        return dict(ssl=self.ssl, root_certificates=self.root_certificates, private_key=self.private_key,
-                    certificate_chain=self.certificate_chain, creds=self.creds, channel_args=self.channel_arguments())
+        return dict(
+            ssl=self.ssl,
+            root_certificates=self.root_certificates,
+            private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+            creds=self.creds,
+            channel_args=self.channel_arguments(),
+        )

@@ -81,16 +81,19 @@ class TransportFlows:
                 raise ServerUnavailableError(
                     f"Triton at {self.url} was not ready within connect_timeout_s={self.connect_timeout_s:g}"
                     + (f" (last error: {last_error}){self._tls_hint()}" if last_error else " (it answers, but is not ready)"),
-                    status="UNAVAILABLE") from last_error
+                    status="UNAVAILABLE",
+                ) from last_error
             yield Sleep(min(self.retry.backoff_s(attempt), remaining))
             attempt += 1
 
     def _tls_hint(self) -> str:
         """What to check when no connection came up: the channel's TLS settings against the server's."""
         if self.channel.secure:
-            return ("; this client uses TLS: the server must serve TLS (--grpc-use-ssl) with a certificate for this"
-                    " address that root_certificates (or gRPC's default roots) verifies, and with --grpc-use-ssl-mutual"
-                    " this client needs private_key and certificate_chain")
+            return (
+                "; this client uses TLS: the server must serve TLS (--grpc-use-ssl) with a certificate for this"
+                " address that root_certificates (or gRPC's default roots) verifies, and with --grpc-use-ssl-mutual"
+                " this client needs private_key and certificate_chain"
+            )
         return "; a server that serves TLS closes plaintext connections: then pass ssl=True and root_certificates="
 
     def _reconnect_if_needed(self) -> Flow:
@@ -135,7 +138,9 @@ class TransportFlows:
                 f"{exc.detail} -- the server restricts its shared-memory API to requests with its key and this client"
                 f" sent {sent}: pass the server's key as api_key= or in ${ENV_VAR} (the client reads the key file of a"
                 " `sam-triton serve` on this host by itself), or use transport='grpc'",
-                status=exc.status, request=rpc.request) from exc
+                status=exc.status,
+                request=rpc.request,
+            ) from exc
 
     # -- regions -----------------------------------------------------------------------------
     def _resync_regions(self) -> Flow:

@@ -40,6 +40,9 @@ from ..contract import (
     NUM_MASK_OUTPUTS,
     Limits,
 )
+from ..errors import ClientClosedError, InvalidInputError, NoImageSetError, server_may_still_run
+from ..predictor.prompts import DecoderPrompt
+from ..predictor.requests import OUTPUT_NAMES, ImageState, prompt_request
 from .channel_options import ChannelOptions, check_headers
 from .connection import (
     EMBEDDING_BYTES,
@@ -48,12 +51,9 @@ from .connection import (
     MASK_INPUT_BYTES_PER_PROMPT,
     TransportFlows,
 )
-from ..errors import ClientClosedError, InvalidInputError, NoImageSetError, server_may_still_run
 from .ops import Flow, RetryPolicy, read_rpc, with_headers
-from ..predictor.prompts import DecoderPrompt
 from .region_pool import RegionPool
 from .regions import REGION_KINDS, Placed, unique_region_name
-from ..predictor.requests import OUTPUT_NAMES, ImageState, prompt_request
 from .server_key import check_key, is_loopback
 from .triton_io import infer_rpc, limits_from_config, read_outputs
 
@@ -107,7 +107,9 @@ class SamCore(TransportFlows):
         if transport not in TRANSPORTS:
             raise InvalidInputError("transport", f"got {transport!r}; expected one of {', '.join(TRANSPORTS)}")
         if not isinstance(max_regions, int) or max_regions < 1:
-            raise InvalidInputError("max_regions", f"got {max_regions!r}; expected an integer >= 1 (3 let a click keep everything in shared memory)")
+            raise InvalidInputError(
+                "max_regions", f"got {max_regions!r}; expected an integer >= 1 (3 let a click keep everything in shared memory)"
+            )
         self.url = url
         self.timeout_s = check_timeout(timeout_s, "timeout_s")
         self.connect_timeout_s = check_timeout(connect_timeout_s, "connect_timeout_s")
@@ -142,8 +144,9 @@ class SamCore(TransportFlows):
             return
         yield from self._probe_ready()
         if self.limits is None:
-            config = yield from self._rpc(read_rpc("get_model_config", model=DECODER_MODEL, timeout_s=self.timeout_s,
-                                                   model_name=DECODER_MODEL, as_json=True))
+            config = yield from self._rpc(
+                read_rpc("get_model_config", model=DECODER_MODEL, timeout_s=self.timeout_s, model_name=DECODER_MODEL, as_json=True)
+            )
             self.limits = limits_from_config(config.get("config", config))
         try:
             yield from self._resolve_transport()
@@ -161,8 +164,11 @@ class SamCore(TransportFlows):
             transport = "shm" if is_loopback(self.url) else "grpc"
         if transport in REGION_KINDS:
             kind = REGION_KINDS[transport]
-            self.pool = RegionPool(lambda size: kind(size, device_id=self.cuda_device, prefix=self._prefix),
-                                   max_regions=self.max_regions, max_idle=max(1, self.max_regions // 2))
+            self.pool = RegionPool(
+                lambda size: kind(size, device_id=self.cuda_device, prefix=self._prefix),
+                max_regions=self.max_regions,
+                max_idle=max(1, self.max_regions // 2),
+            )
             weakref.finalize(self, self.pool.destroy_local)  # no /dev/shm leak if close() is never called
         self.transport = transport
         if self.pool is not None:
@@ -267,8 +273,11 @@ class SamCore(TransportFlows):
         request may still run there (a timeout, a cancel), quarantine it instead: a late write
         must not land in the next call's tensors."""
         if error is not None and server_may_still_run(error):
-            log.warning("quarantining shared-memory region %s: its request ended with %s and may still write into it",
-                        region.name, type(error).__name__)
+            log.warning(
+                "quarantining shared-memory region %s: its request ended with %s and may still write into it",
+                region.name,
+                type(error).__name__,
+            )
             self.pool.quarantine(region)  # type: ignore[union-attr]
         else:
             self.pool.release(region)  # type: ignore[union-attr]
@@ -278,9 +287,14 @@ class SamCore(TransportFlows):
         region = yield from self._lease(EMBEDDING_BYTES, timeout_s)
         placed = None if region is None else Placed(region, EMBEDDING_SHAPE, "float32")
         try:
-            outputs = yield from self.infer(ENCODER_MODEL, state.encoder_inputs, (IMAGE_EMBEDDINGS.name,), timeout_s,
-                                            shm_outputs={IMAGE_EMBEDDINGS.name: placed} if placed else None,
-                                            read=placed is None)
+            outputs = yield from self.infer(
+                ENCODER_MODEL,
+                state.encoder_inputs,
+                (IMAGE_EMBEDDINGS.name,),
+                timeout_s,
+                shm_outputs={IMAGE_EMBEDDINGS.name: placed} if placed else None,
+                read=placed is None,
+            )
         except BaseException as exc:
             if region is not None:
                 self.end_lease(region, exc)
@@ -310,8 +324,7 @@ class SamCore(TransportFlows):
         if region is not None:
             shm_outputs = {LOW_RES_MASKS.name: Placed(region, (1, count, NUM_MASK_OUTPUTS, LOW_RES_SIZE, LOW_RES_SIZE), "float32")}
         try:
-            outputs = yield from self.infer(DECODER_MODEL, arrays, OUTPUT_NAMES, timeout_s,
-                                            shm_inputs=shm_inputs, shm_outputs=shm_outputs)
+            outputs = yield from self.infer(DECODER_MODEL, arrays, OUTPUT_NAMES, timeout_s, shm_inputs=shm_inputs, shm_outputs=shm_outputs)
         except BaseException as exc:
             if region is not None:
                 self.end_lease(region, exc)
@@ -320,9 +333,17 @@ class SamCore(TransportFlows):
             self.end_lease(region, None)
         return outputs[IOU_PREDICTIONS.name][0], outputs[LOW_RES_MASKS.name][0]
 
-    def infer(self, model: str, arrays: Dict[str, np.ndarray], output_names: Tuple[str, ...], timeout_s: float, *,
-              shm_inputs: Optional[Dict[str, Placed]] = None, shm_outputs: Optional[Dict[str, Placed]] = None,
-              read: bool = True) -> Flow:
+    def infer(
+        self,
+        model: str,
+        arrays: Dict[str, np.ndarray],
+        output_names: Tuple[str, ...],
+        timeout_s: float,
+        *,
+        shm_inputs: Optional[Dict[str, Placed]] = None,
+        shm_outputs: Optional[Dict[str, Placed]] = None,
+        read: bool = True,
+    ) -> Flow:
         """One inference (never retried); returns its outputs as arrays when ``read``."""
         rpc = infer_rpc(model, arrays, output_names, timeout_s=timeout_s, shm_inputs=shm_inputs, shm_outputs=shm_outputs)
         result = yield from self._rpc(rpc)

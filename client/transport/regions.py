@@ -18,8 +18,8 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-from multiprocessing import shared_memory
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from typing import Any, Dict, Optional, Tuple, Type
 
 import numpy as np
@@ -50,14 +50,19 @@ class _Registrations:
 
     @classmethod
     def unregister_named(cls, name: str, timeout_s: float) -> Rpc:
-        return Rpc(f"unregister_{cls.kind}_shared_memory", dict(name=name, client_timeout=timeout_s),
-                   request=f"unregistering {cls.label} '{name}'", shared_memory=True)
+        return Rpc(
+            f"unregister_{cls.kind}_shared_memory",
+            dict(name=name, client_timeout=timeout_s),
+            request=f"unregistering {cls.label} '{name}'",
+            shared_memory=True,
+        )
 
     @classmethod
     def status_rpc(cls, timeout_s: float) -> Rpc:
         """The server's registrations of this kind (idempotent, sent with the restricted API's key)."""
-        return Rpc(f"get_{cls.kind}_shared_memory_status", dict(as_json=True, client_timeout=timeout_s),
-                   idempotent=True, shared_memory=True)
+        return Rpc(
+            f"get_{cls.kind}_shared_memory_status", dict(as_json=True, client_timeout=timeout_s), idempotent=True, shared_memory=True
+        )
 
 
 class SystemRegion(_Registrations):
@@ -76,19 +81,19 @@ class SystemRegion(_Registrations):
         self.key = "/" + self.name
         self.byte_size = int(byte_size)
         try:
-            self._shm: Optional[shared_memory.SharedMemory] = shared_memory.SharedMemory(
-                name=self.name, create=True, size=self.byte_size)
+            self._shm: Optional[shared_memory.SharedMemory] = shared_memory.SharedMemory(name=self.name, create=True, size=self.byte_size)
         except OSError as exc:
             raise TransportUnavailableError(
-                f"transport='shm': could not create a {self.byte_size}-byte region in /dev/shm ({exc});"
-                " use transport='grpc'"
+                f"transport='shm': could not create a {self.byte_size}-byte region in /dev/shm ({exc}); use transport='grpc'"
             ) from exc
 
     def register_rpc(self, timeout_s: float) -> Rpc:
-        return Rpc("register_system_shared_memory",
-                   dict(name=self.name, key=self.key, byte_size=self.byte_size, client_timeout=timeout_s),
-                   request=f"registering system shared memory '{self.name}' ({self.byte_size} bytes at {self.key})",
-                   shared_memory=True)
+        return Rpc(
+            "register_system_shared_memory",
+            dict(name=self.name, key=self.key, byte_size=self.byte_size, client_timeout=timeout_s),
+            request=f"registering system shared memory '{self.name}' ({self.byte_size} bytes at {self.key})",
+            shared_memory=True,
+        )
 
     def _view(self, dtype: Any, shape: Tuple[int, ...], offset: int) -> np.ndarray:
         if self._shm is None:
@@ -155,17 +160,18 @@ class CudaRegion(_Registrations):
 
     def register_rpc(self, timeout_s: float) -> Rpc:
         raw = self._cudashm.get_raw_handle(self._handle)
-        return Rpc("register_cuda_shared_memory",
-                   dict(name=self.name, raw_handle=raw, device_id=self.device_id, byte_size=self.byte_size,
-                        client_timeout=timeout_s),
-                   request=f"registering CUDA shared memory '{self.name}' ({self.byte_size} bytes on GPU {self.device_id})",
-                   shared_memory=True)
+        return Rpc(
+            "register_cuda_shared_memory",
+            dict(name=self.name, raw_handle=raw, device_id=self.device_id, byte_size=self.byte_size, client_timeout=timeout_s),
+            request=f"registering CUDA shared memory '{self.name}' ({self.byte_size} bytes on GPU {self.device_id})",
+            shared_memory=True,
+        )
 
     def read(self, dtype: Any, shape: Tuple[int, ...], offset: int = 0) -> np.ndarray:
         itemsize = np.dtype(dtype).itemsize
         flat = self._cudashm.get_contents_as_numpy(self._handle, np.dtype(dtype), [self.byte_size // itemsize])
         start = offset // itemsize
-        return np.array(flat[start:start + int(np.prod(shape))]).reshape(shape)
+        return np.array(flat[start : start + int(np.prod(shape))]).reshape(shape)
 
     def write(self, array: np.ndarray, offset: int = 0) -> None:
         if offset:

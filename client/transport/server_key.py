@@ -59,8 +59,9 @@ def check_key(key: object, argument: str) -> str:
     """``key`` if it can be a key (Triton's flag syntax forbids ',', ':', '=' and whitespace)."""
     if not isinstance(key, str) or not key or any(c in key for c in ",:= \t\n"):
         shown = f"{type(key).__name__} of {len(key)} characters" if isinstance(key, str) else type(key).__name__
-        raise InvalidInputError(argument, f"got a {shown}; expected the server's key: a non-empty string without"
-                                          " ',', ':', '=' or whitespace")
+        raise InvalidInputError(
+            argument, f"got a {shown}; expected the server's key: a non-empty string without ',', ':', '=' or whitespace"
+        )
     return key
 
 

@@ -18,7 +18,6 @@ from .ops import Rpc
 from .regions import Placed
 
 
-
 def _describe_array(name: str, array: np.ndarray) -> str:
     return f"{name} {np_to_triton_dtype(array.dtype)}{list(array.shape)}"
 
@@ -60,13 +59,10 @@ def infer_rpc(
             item.set_shared_memory(placed.region.name, placed.byte_size, offset=placed.offset)
         outputs.append(item)
     request = f"{model}({', '.join(described)})"
-    return Rpc("infer", dict(model_name=model, inputs=inputs, outputs=outputs, client_timeout=timeout_s),
-               model=model, request=request)
+    return Rpc("infer", dict(model_name=model, inputs=inputs, outputs=outputs, client_timeout=timeout_s), model=model, request=request)
 
 
-def read_outputs(
-    result: Any, output_names: Sequence[str], shm_outputs: Optional[Mapping[str, Placed]] = None
-) -> Dict[str, np.ndarray]:
+def read_outputs(result: Any, output_names: Sequence[str], shm_outputs: Optional[Mapping[str, Placed]] = None) -> Dict[str, np.ndarray]:
     """Each output as a numpy array (a copy when it was written into shared memory)."""
     shm_outputs = shm_outputs or {}
     arrays = {}

@@ -60,10 +60,15 @@ class Measurement:
     def describe(self) -> str:
         if not self.stabilize:
             return f"one measurement of {self.rounds} x concurrency requests (--request-count), no stability check"
-        window = (f"windows of {self.rounds} x concurrency requests (--measurement-request-count)" if self.mode == "count_windows"
-                  else f"{self.interval_ms} ms windows")
-        return (f"{self.mode}: {window}, stable when 3 consecutive windows agree within {self.stability_percentage:g}% "
-                f"(--stability-percentage) in throughput and latency, at most {self.max_trials} windows (--max-trials)")
+        window = (
+            f"windows of {self.rounds} x concurrency requests (--measurement-request-count)"
+            if self.mode == "count_windows"
+            else f"{self.interval_ms} ms windows"
+        )
+        return (
+            f"{self.mode}: {window}, stable when 3 consecutive windows agree within {self.stability_percentage:g}% "
+            f"(--stability-percentage) in throughput and latency, at most {self.max_trials} windows (--max-trials)"
+        )
 
 
 @dataclass(frozen=True)
@@ -126,8 +131,9 @@ _COMPOSING = re.compile(r"^\s*(\S+), version: \S*\s*$", re.M)
 def _server_stats(match: "re.Match[str]") -> ServerStats:
     inferences, executions, request, queue, c_in, c_infer, c_out, compute = match.groups()
     total = float(compute) if compute is not None else float(c_in) + float(c_infer) + float(c_out)
-    return ServerStats(request_us=float(request), queue_us=float(queue), compute_us=total,
-                       inference_count=int(inferences), execution_count=int(executions))
+    return ServerStats(
+        request_us=float(request), queue_us=float(queue), compute_us=total, inference_count=int(inferences), execution_count=int(executions)
+    )
 
 
 def parse_server_summary(text: str) -> Tuple[ServerStats, Tuple[Tuple[str, ServerStats], ...]]:
@@ -155,8 +161,13 @@ def parse_csv(path: Path) -> List[Dict[str, float]]:
 def read_level(csv_path: Path, output: str) -> Level:
     row = parse_csv(csv_path)[0]
     server, composing = parse_server_summary(output)
-    return Level(concurrency=int(row["Concurrency"]), throughput=row["Inferences/Second"],
-                 server=server, composing=composing, **{k: row[v] for k, v in CSV_FIELDS.items()})
+    return Level(
+        concurrency=int(row["Concurrency"]),
+        throughput=row["Inferences/Second"],
+        server=server,
+        composing=composing,
+        **{k: row[v] for k, v in CSV_FIELDS.items()},
+    )
 
 
 def _failure_reason(output: str, returncode: int) -> str:
@@ -165,8 +176,9 @@ def _failure_reason(output: str, returncode: int) -> str:
     return (errors[-1] if errors else (lines[-1] if lines else "no output")) + f" (exit {returncode})"
 
 
-def _run_once(tool: PerfAnalyzer, base: List[str], measurement: Measurement, concurrency: int, stem: Path,
-              timeout_s: float) -> Tuple[str, Optional[Level], str]:
+def _run_once(
+    tool: PerfAnalyzer, base: List[str], measurement: Measurement, concurrency: int, stem: Path, timeout_s: float
+) -> Tuple[str, Optional[Level], str]:
     """One perf_analyzer process: (its command, the level or None, its failure reason)."""
     csv_path = stem.with_suffix(".csv")
     command = [*base, *measurement.flags(concurrency), "-f", str(csv_path), "--verbose-csv", "-v"]
@@ -181,8 +193,18 @@ def _run_once(tool: PerfAnalyzer, base: List[str], measurement: Measurement, con
     return shlex.join(command), read_level(csv_path, output), ""
 
 
-def run_sweep(tool: PerfAnalyzer, *, label: str, model: str, url: str, input_data: Path, concurrencies: Sequence[int],
-              measurement: Measurement, out_dir: Path, timeout_s: float) -> Sweep:
+def run_sweep(
+    tool: PerfAnalyzer,
+    *,
+    label: str,
+    model: str,
+    url: str,
+    input_data: Path,
+    concurrencies: Sequence[int],
+    measurement: Measurement,
+    out_dir: Path,
+    timeout_s: float,
+) -> Sweep:
     """Run perf_analyzer once per concurrency against ``model`` at gRPC ``url`` with ``input_data``.
 
     CSVs and logs go to ``out_dir``, named after the input data file (``<stem>-c<concurrency>.csv``).
@@ -196,7 +218,9 @@ def run_sweep(tool: PerfAnalyzer, *, label: str, model: str, url: str, input_dat
     for concurrency in concurrencies:
         stem = out_dir / f"{Path(input_data).stem}-c{concurrency}"
         log.info("perf_analyzer: %s at concurrency %d", label, concurrency)
-        command, level, reason = _run_once(tool, [*base, "--concurrency-range", str(concurrency)], measurement, concurrency, stem, timeout_s)
+        command, level, reason = _run_once(
+            tool, [*base, "--concurrency-range", str(concurrency)], measurement, concurrency, stem, timeout_s
+        )
         sweep.commands.append(command)
         if level is None and measurement.stabilize and "stable measurement" in reason:
             log.warning("%s at concurrency %d: %s; measuring once without the stability check", label, concurrency, reason)

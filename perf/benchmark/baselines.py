@@ -26,8 +26,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sam_triton.build.export.exporter import DECODER_FILE, ENCODER_FILE
-from sam_triton.build.repository.openvino_options import OpenVinoOptions, bf16_problem, cpu_capabilities
 from sam_triton.build.export.verify import ort_session
+from sam_triton.build.repository.openvino_options import OpenVinoOptions, bf16_problem, cpu_capabilities
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL, IMAGE_EMBEDDINGS
 
 from .workload import Case, Photo, Workload
@@ -109,8 +109,9 @@ class OpenVinoRunner(GraphRunner):
 
         core = ov.Core()
         self.runtime = f"openvino-{precision}"
-        super().__init__(OpenVinoGraph(core, Path(onnx_dir) / ENCODER_FILE, precision),
-                         OpenVinoGraph(core, Path(onnx_dir) / DECODER_FILE, precision))
+        super().__init__(
+            OpenVinoGraph(core, Path(onnx_dir) / ENCODER_FILE, precision), OpenVinoGraph(core, Path(onnx_dir) / DECODER_FILE, precision)
+        )
 
 
 def openvino_precisions() -> Tuple[Tuple[str, ...], Optional[str]]:
@@ -151,8 +152,11 @@ class TorchRunner:
         with torch.inference_mode():
             sparse, dense = predictor.model.prompt_encoder(points=points, boxes=boxes, masks=None)
             return predictor.model.mask_decoder(
-                image_embeddings=features, image_pe=predictor.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+                image_embeddings=features,
+                image_pe=predictor.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
             )
 
 

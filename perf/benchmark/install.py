@@ -66,8 +66,9 @@ class PerfAnalyzer:
     def version(self) -> str:
         """perf_analyzer's own version line; raises PerfAnalyzerNotFound if it does not run."""
         try:
-            done = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True,
-                                  env=self.environment(), timeout=VERSION_TIMEOUT_S)
+            done = subprocess.run(
+                [str(self.binary), "--version"], capture_output=True, text=True, env=self.environment(), timeout=VERSION_TIMEOUT_S
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise PerfAnalyzerNotFound(f"{self.binary} does not run: {exc}") from exc
         text = (done.stdout + done.stderr).strip()
@@ -149,8 +150,20 @@ def fetch(tools_dir: Path, version: str = PERF_ANALYZER_VERSION, *, find_links: 
     home = Path(tools_dir) / f"perf_analyzer-{version}"
     Path(tools_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tools_dir) as scratch:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                   "--platform", WHEEL_PLATFORMS[machine], f"tritonclient=={version}", "-d", scratch]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--platform",
+            WHEEL_PLATFORMS[machine],
+            f"tritonclient=={version}",
+            "-d",
+            scratch,
+        ]
         if find_links is not None:
             command[4:4] = ["--no-index", "--find-links", str(find_links)]
         log.info("fetching perf_analyzer %s: %s", version, " ".join(command))
@@ -192,9 +205,8 @@ def ensure_perf_analyzer(tools_dir: Optional[Path] = None, *, allow_fetch: bool 
     lib_dir = tools_dir / "lib"
     missing = link_libraries(lib_dir)
     installed = Path(sysconfig.get_path("scripts")) / "perf_analyzer"
-    if installed.is_file():
-        if tool := _candidate(installed, (lib_dir,)):
-            return tool
+    if installed.is_file() and (tool := _candidate(installed, (lib_dir,))):
+        return tool
     binary = tools_dir / f"perf_analyzer-{PERF_ANALYZER_VERSION}" / "bin" / "perf_analyzer"
     if not binary.is_file():
         if not allow_fetch:
@@ -210,7 +222,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m sam_triton.perf.benchmark.install", description=__doc__.splitlines()[0])
-    parser.add_argument("--tools-dir", type=Path, help="Where to unpack perf_analyzer (default: .tools/ of the checkout, or $SAM_TRITON_TOOLS).")
+    parser.add_argument(
+        "--tools-dir", type=Path, help="Where to unpack perf_analyzer (default: .tools/ of the checkout, or $SAM_TRITON_TOOLS)."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -218,7 +232,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except PerfAnalyzerNotFound as exc:
         print(f"perf_analyzer: error: {exc}", file=sys.stderr)
         return 1
-    print(f"{tool.binary} ({tool.version()})" + (f"; LD_LIBRARY_PATH={os.pathsep.join(map(str, tool.library_dirs))}" if tool.library_dirs else ""))
+    print(
+        f"{tool.binary} ({tool.version()})"
+        + (f"; LD_LIBRARY_PATH={os.pathsep.join(map(str, tool.library_dirs))}" if tool.library_dirs else "")
+    )
     return 0
 
 

@@ -12,7 +12,10 @@ from .baselines import RUNNER_NAMES, Baseline
 from .input_data import file_name
 
 BASELINE_STYLE = {  # marker and colour of each in-process baseline; labels are RUNNER_NAMES
-    "onnxruntime": ("s", "tab:green"), "openvino-fp32": ("D", "tab:purple"), "openvino-bf16": ("v", "tab:orange"), "pytorch": ("^", "tab:red"),
+    "onnxruntime": ("s", "tab:green"),
+    "openvino-fp32": ("D", "tab:purple"),
+    "openvino-bf16": ("v", "tab:orange"),
+    "pytorch": ("^", "tab:red"),
 }
 
 
@@ -78,7 +81,9 @@ def plot_model(sweep: Sweep, baselines: Sequence[Baseline], out_dir: Path, *, tr
     return paths
 
 
-def plot_all(sweeps: Mapping[str, Sweep], baselines: Sequence[Baseline], out_dir: Path, *, triton_label: str, where: str) -> Dict[str, Dict[str, Path]]:
+def plot_all(
+    sweeps: Mapping[str, Sweep], baselines: Sequence[Baseline], out_dir: Path, *, triton_label: str, where: str
+) -> Dict[str, Dict[str, Path]]:
     """label -> {"throughput": png, "latency": png}, written into ``out_dir``."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return {label: plot_model(sweep, baselines, out_dir, triton_label=triton_label, where=where) for label, sweep in sweeps.items()}

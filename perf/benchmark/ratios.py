@@ -68,8 +68,12 @@ def _batching_gain(label: str, sweep: Optional[Sweep]) -> Ratio:
     low, high = (sweep.at(c) if sweep else None for c in BATCHING_LEVELS)
     if not (low and high):
         return Ratio(name, None, "throughput at c=8 / c=1", f"needs {label} measured at concurrency 1 and 8")
-    return Ratio(name, high.throughput / low.throughput, f"throughput at c=8 / c=1 = {high.throughput:.2f} / "
-                 f"{low.throughput:.2f} req/s; avg server batch {high.server.avg_batch:.2f} at c=8" + _unstable_note([low, high]))
+    return Ratio(
+        name,
+        high.throughput / low.throughput,
+        f"throughput at c=8 / c=1 = {high.throughput:.2f} / "
+        f"{low.throughput:.2f} req/s; avg server batch {high.server.avg_batch:.2f} at c=8" + _unstable_note([low, high]),
+    )
 
 
 def headline_ratios(sweeps: Mapping[str, Sweep], baselines: Sequence[Baseline], served: Optional[Mapping[str, str]] = None) -> List[Ratio]:
@@ -79,33 +83,50 @@ def headline_ratios(sweeps: Mapping[str, Sweep], baselines: Sequence[Baseline], 
     ratios = []
     for model in MODELS:
         runtime = served.get(model, "onnxruntime")
-        ratios.append(_divide(
-            f"serving overhead, {model}", _triton_p50(sweeps, model), _baseline_p50(baselines, runtime, model),
-            f"Triton p50 at c=1 / {RUNNER_NAMES[runtime]} p50", f"needs {model} at concurrency 1 and the {RUNNER_NAMES[runtime]} baseline",
-            _unstable_note([_level(sweeps, model)]),
-        ))
+        ratios.append(
+            _divide(
+                f"serving overhead, {model}",
+                _triton_p50(sweeps, model),
+                _baseline_p50(baselines, runtime, model),
+                f"Triton p50 at c=1 / {RUNNER_NAMES[runtime]} p50",
+                f"needs {model} at concurrency 1 and the {RUNNER_NAMES[runtime]} baseline",
+                _unstable_note([_level(sweeps, model)]),
+            )
+        )
     for label in (DECODER_MODEL, SINGLE_CLICKS):
         ratios.append(_batching_gain(label, sweeps.get(label)))
     encoder, dec = _triton_p50(sweeps, ENCODER_MODEL), _triton_p50(sweeps, DECODER_MODEL)
-    ratios.append(_divide(
-        "ensemble vs encoder + decoder called separately", _triton_p50(sweeps, ENSEMBLE_MODEL),
-        encoder + dec if encoder is not None and dec is not None else None,
-        "sam p50 / (sam_encoder p50 + sam_decoder p50), Triton at c=1", "needs all three models at concurrency 1",
-        _unstable_note([_level(sweeps, model) for model in MODELS]),
-    ))
+    ratios.append(
+        _divide(
+            "ensemble vs encoder + decoder called separately",
+            _triton_p50(sweeps, ENSEMBLE_MODEL),
+            encoder + dec if encoder is not None and dec is not None else None,
+            "sam p50 / (sam_encoder p50 + sam_decoder p50), Triton at c=1",
+            "needs all three models at concurrency 1",
+            _unstable_note([_level(sweeps, model) for model in MODELS]),
+        )
+    )
     for model in MODELS:
-        ratios.append(_divide(
-            f"ONNX Runtime speed-up over PyTorch, {model}", _baseline_p50(baselines, "pytorch", model),
-            _baseline_p50(baselines, "onnxruntime", model), "PyTorch p50 / ONNX Runtime p50, in-process",
-            "needs both in-process baselines",
-        ))
+        ratios.append(
+            _divide(
+                f"ONNX Runtime speed-up over PyTorch, {model}",
+                _baseline_p50(baselines, "pytorch", model),
+                _baseline_p50(baselines, "onnxruntime", model),
+                "PyTorch p50 / ONNX Runtime p50, in-process",
+                "needs both in-process baselines",
+            )
+        )
     for runtime in ("openvino-fp32", "openvino-bf16"):
         precision = runtime.split("-")[1].upper()
         if any(b.runtime == runtime for b in baselines):
-            ratios += [_divide(
-                f"OpenVINO {precision} speed-up over ONNX Runtime, {model}", _baseline_p50(baselines, "onnxruntime", model),
-                _baseline_p50(baselines, runtime, model), f"ONNX Runtime p50 / OpenVINO {precision} p50, in-process",
-                "needs both in-process baselines",
-            ) for model in (ENCODER_MODEL, DECODER_MODEL)]
+            ratios += [
+                _divide(
+                    f"OpenVINO {precision} speed-up over ONNX Runtime, {model}",
+                    _baseline_p50(baselines, "onnxruntime", model),
+                    _baseline_p50(baselines, runtime, model),
+                    f"ONNX Runtime p50 / OpenVINO {precision} p50, in-process",
+                    "needs both in-process baselines",
+                )
+                for model in (ENCODER_MODEL, DECODER_MODEL)
+            ]
     return ratios
-

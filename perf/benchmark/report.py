@@ -58,13 +58,17 @@ def ratio_table(ratios: Sequence[Ratio]) -> str:
 
 def _triton_row(label: str, level: Level) -> str:
     s = level.server
-    return (f"| {label} | {level.concurrency}{'' if level.stable else ' ' + UNSTABLE} | {level.throughput:.2f} | {_ms(level.p50_us)} | {_ms(level.p90_us)} | "
-            f"{_ms(level.p99_us)} | {_ms(s.queue_us)} | {_ms(s.compute_us)} | {s.avg_batch:.2f} |")
+    return (
+        f"| {label} | {level.concurrency}{'' if level.stable else ' ' + UNSTABLE} | {level.throughput:.2f} | {_ms(level.p50_us)} | {_ms(level.p90_us)} | "
+        f"{_ms(level.p99_us)} | {_ms(s.queue_us)} | {_ms(s.compute_us)} | {s.avg_batch:.2f} |"
+    )
 
 
 def _baseline_row(b: Baseline) -> str:
-    return (f"| {RUNNER_NAMES[b.runtime]} | 1 | {b.throughput:.2f} | {_ms(b.percentile_us(50))} | {_ms(b.percentile_us(90))} | "
-            f"{_ms(b.percentile_us(99))} | — | {_ms(sum(b.latencies_us) / len(b.latencies_us))} (all of it) | 1 |")
+    return (
+        f"| {RUNNER_NAMES[b.runtime]} | 1 | {b.throughput:.2f} | {_ms(b.percentile_us(50))} | {_ms(b.percentile_us(90))} | "
+        f"{_ms(b.percentile_us(99))} | — | {_ms(sum(b.latencies_us) / len(b.latencies_us))} (all of it) | 1 |"
+    )
 
 
 def model_table(sweep: Sweep, baselines: Sequence[Baseline], triton_label: str) -> str:
@@ -77,18 +81,27 @@ def model_table(sweep: Sweep, baselines: Sequence[Baseline], triton_label: str) 
     for concurrency, reason in sorted(sweep.failures.items()):
         lines.append(f"| {triton_label} | {concurrency} | not measured: {reason} | | | | | | |")
     if any(not level.stable for level in sweep.levels):
-        lines += ["", f"{UNSTABLE} perf_analyzer found no 3 consecutive windows within the stability percentage in "
-                  f"{sweep.measurement.max_trials} windows at this level; the row is one measurement of the same number of "
-                  "requests without the stability check (`--request-count`), and is less certain than the others."]
+        lines += [
+            "",
+            f"{UNSTABLE} perf_analyzer found no 3 consecutive windows within the stability percentage in "
+            f"{sweep.measurement.max_trials} windows at this level; the row is one measurement of the same number of "
+            "requests without the stability check (`--request-count`), and is less certain than the others.",
+        ]
     return "\n".join(lines)
 
 
 def composing_table(sweep: Sweep) -> str:
-    rows = [(level.concurrency, name, stats) for level in sorted(sweep.levels, key=lambda lv: lv.concurrency) for name, stats in level.composing]
+    rows = [
+        (level.concurrency, name, stats) for level in sorted(sweep.levels, key=lambda lv: lv.concurrency) for name, stats in level.composing
+    ]
     if not rows:
         return ""
-    lines = ["Inside the ensemble (Triton's per-model statistics):", "",
-             "| concurrency | composing model | server queue (ms) | server compute (ms) | avg batch |", "|---|---|---|---|---|"]
+    lines = [
+        "Inside the ensemble (Triton's per-model statistics):",
+        "",
+        "| concurrency | composing model | server queue (ms) | server compute (ms) | avg batch |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {c} | {name} | {_ms(s.queue_us)} | {_ms(s.compute_us)} | {s.avg_batch:.2f} |" for c, name, s in rows]
     return "\n".join(lines)
 
@@ -104,24 +117,38 @@ def render(run: BenchmarkRun) -> str:
     machine = run.machine
     where = f"{machine['cpu']}, {machine['usable_cores']} usable cores, GPU: {machine['gpu']}"
     out = [
-        f"# {run.title}", "",
-        f"Measured {run.started} on `{machine['host']}` ({where}) in one run of {run.duration_s:.0f} s.", "",
+        f"# {run.title}",
+        "",
+        f"Measured {run.started} on `{machine['host']}` ({where}) in one run of {run.duration_s:.0f} s.",
+        "",
         "**Where each figure comes from.** " + run.triton + " In-process rows: ONNX Runtime and PyTorch in the benchmark's "
         "own Python process on the same CPU, one request at a time, same model and same requests. "
-        "Every figure here was measured on this machine; nothing is extrapolated to a GPU or to another machine.", "",
-        f"Model: {run.model}.", "",
-        *[f"- {note}" for note in run.notes], "",
-        "## Headline ratios", "", ratio_table(run.ratios), "",
+        "Every figure here was measured on this machine; nothing is extrapolated to a GPU or to another machine.",
+        "",
+        f"Model: {run.model}.",
+        "",
+        *[f"- {note}" for note in run.notes],
+        "",
+        "## Headline ratios",
+        "",
+        ratio_table(run.ratios),
+        "",
         "**Reading the tables.** Latencies are client-side: perf_analyzer's gRPC round trip, or the in-process call for "
         "the baselines. Server queue and compute are Triton's per-request averages from perf_analyzer's server-side "
         "summary; for the ensemble they are summed over its composing models. Avg batch = inferences / executions on the "
         "server: dynamic batching merges only requests of equal shapes, which is why the single-click data set exists. "
-        "The in-process baselines ran the mixed prompts, so they appear beside sam_encoder, sam_decoder and sam.", "",
+        "The in-process baselines ran the mixed prompts, so they appear beside sam_encoder, sam_decoder and sam.",
+        "",
     ]
     for label, sweep in run.sweeps.items():
-        out += [f"## {label}", "", f"perf_analyzer settings: {sweep.measurement.describe()}; input data "
-                f"`{run.input_data[label].relative_to(run.run_dir)}`.", "",
-                model_table(sweep, run.baselines, run.triton_label), ""]
+        out += [
+            f"## {label}",
+            "",
+            f"perf_analyzer settings: {sweep.measurement.describe()}; input data `{run.input_data[label].relative_to(run.run_dir)}`.",
+            "",
+            model_table(sweep, run.baselines, run.triton_label),
+            "",
+        ]
         composing = composing_table(sweep)
         if composing:
             out += [composing, ""]
@@ -129,13 +156,32 @@ def render(run: BenchmarkRun) -> str:
             out.append(f"![{label} {kind}]({path.relative_to(run.run_dir)})")
         out.append("")
     out += [
-        "## Workload", "", run.workload, "",
+        "## Workload",
+        "",
+        run.workload,
+        "",
         "Input data (perf_analyzer `--input-data`, usable by Model Analyzer's `perf_analyzer_flags` too): "
-        + ", ".join(f"`{p.relative_to(run.run_dir)}` ({label})" for label, p in run.input_data.items()) + ".", "",
-        "## Machine", "", *_machine_lines(machine), "",
-        "## Commands", "", "The run:", "", "```bash", run.command_line, "```", "",
-        f"perf_analyzer ({run.perf_analyzer}), one process per model and concurrency, with {run.perf_analyzer_env}:", "",
-        "```bash", *[c for sweep in run.sweeps.values() for c in sweep.commands], "```", "",
+        + ", ".join(f"`{p.relative_to(run.run_dir)}` ({label})" for label, p in run.input_data.items())
+        + ".",
+        "",
+        "## Machine",
+        "",
+        *_machine_lines(machine),
+        "",
+        "## Commands",
+        "",
+        "The run:",
+        "",
+        "```bash",
+        run.command_line,
+        "```",
+        "",
+        f"perf_analyzer ({run.perf_analyzer}), one process per model and concurrency, with {run.perf_analyzer_env}:",
+        "",
+        "```bash",
+        *[c for sweep in run.sweeps.values() for c in sweep.commands],
+        "```",
+        "",
     ]
     return "\n".join(out)
 

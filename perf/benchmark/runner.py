@@ -13,12 +13,12 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
 
-from sam_triton.build.repository.model_config import read_configs
+from sam_triton.build.export.exporter import DECODER_FILE, ENCODER_FILE
 from sam_triton.build.export.pipeline import prepare_onnx
 from sam_triton.build.models.presets import load_model, sha256_of
 from sam_triton.build.repository.assemble import RepositoryOptions, assemble
+from sam_triton.build.repository.model_config import read_configs
 from sam_triton.build.server.tritonserver import ServerConfig, TritonServer, model_names
-from sam_triton.build.export.exporter import DECODER_FILE, ENCODER_FILE
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL
 
 from .analyzer import run_sweep
@@ -52,8 +52,10 @@ def prepare_repository(options: PerfOptions, onnx_dir: Path) -> Path:
     for model, name in ((ENCODER_MODEL, ENCODER_FILE), (DECODER_MODEL, DECODER_FILE)):
         served, exported = repository / model / "1" / "model.onnx", onnx_dir / name
         if served.is_file() and not served.samefile(exported) and sha256_of(served) != sha256_of(exported):
-            raise ValueError(f"{served} is not the export of the benchmarked model ({exported}): the in-process baselines would run"
-                             " other weights; rebuild the repository with --runtime, or pass the matching --checkpoint/--preset")
+            raise ValueError(
+                f"{served} is not the export of the benchmarked model ({exported}): the in-process baselines would run"
+                " other weights; rebuild the repository with --runtime, or pass the matching --checkpoint/--preset"
+            )
     return repository
 
 
@@ -114,8 +116,9 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
     run_dir = Path(options.results_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}"
     run_dir.mkdir(parents=True, exist_ok=False)
     tool = ensure_perf_analyzer(options.tools_dir)  # before anything slow: fail fast where it cannot run
-    onnx_dir, manifest = prepare_onnx(options.model, cache_dir=options.cache_dir, check_image=options.check_image,
-                                      check=options.check_export)
+    onnx_dir, manifest = prepare_onnx(
+        options.model, cache_dir=options.cache_dir, check_image=options.check_image, check=options.check_export
+    )
     repository = prepare_repository(options, onnx_dir)
     workload = build_workload(load_photos(options.photos))
     ort = OrtRunner(onnx_dir)
@@ -128,9 +131,15 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
         for label, (model, data) in input_data.items():
             decoder = model == DECODER_MODEL
             sweeps[label] = run_sweep(
-                tool, label=label, model=model, url=url, input_data=data, out_dir=run_dir / "perf_analyzer",
+                tool,
+                label=label,
+                model=model,
+                url=url,
+                input_data=data,
+                out_dir=run_dir / "perf_analyzer",
                 concurrencies=options.decoder_concurrency if decoder else options.encoder_concurrency,
-                measurement=options.decoder_measurement if decoder else options.encoder_measurement, timeout_s=options.run_timeout_s,
+                measurement=options.decoder_measurement if decoder else options.encoder_measurement,
+                timeout_s=options.run_timeout_s,
             )
 
     sam, _ = load_model(checkpoint=options.model.checkpoint, model_type=options.model.model_type, seed=options.model.seed)
@@ -144,13 +153,22 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
     machine = machine_info(load_at_start)
     where = f"{machine['cpu']} ({machine['usable_cores']} cores), GPU: {machine['gpu']}"
     run = BenchmarkRun(
-        title=f"sam-triton benchmark: {manifest['source']}", run_dir=run_dir, started=started,
-        command_line=options.command_line, model=manifest["source"],
+        title=f"sam-triton benchmark: {manifest['source']}",
+        run_dir=run_dir,
+        started=started,
+        command_line=options.command_line,
+        model=manifest["source"],
         triton=(f"Triton rows: perf_analyzer over gRPC at {url} against {version}: {how} ({repository_summary(configs)})."),
-        triton_label=triton_label(configs), perf_analyzer=tool.version(),
+        triton_label=triton_label(configs),
+        perf_analyzer=tool.version(),
         perf_analyzer_env=f"LD_LIBRARY_PATH={':'.join(map(str, tool.library_dirs))}" if tool.library_dirs else "no extra environment",
-        machine=machine, workload=workload.describe(), input_data={label: path for label, (_, path) in input_data.items()}, sweeps=sweeps, baselines=baselines,
-        ratios=headline_ratios(sweeps, baselines, served_engines(configs)), notes=run_notes(options, bf16_missing),
+        machine=machine,
+        workload=workload.describe(),
+        input_data={label: path for label, (_, path) in input_data.items()},
+        sweeps=sweeps,
+        baselines=baselines,
+        ratios=headline_ratios(sweeps, baselines, served_engines(configs)),
+        notes=run_notes(options, bf16_missing),
     )
     run.plots = plot_all(sweeps, baselines, run_dir / "plots", triton_label=run.triton_label, where=where)
     run.duration_s = time.monotonic() - start
@@ -159,12 +177,16 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
 
 
 def run_notes(options: PerfOptions, bf16_missing: Optional[str] = None) -> List[str]:
-    notes = [f"Concurrency levels: sam_decoder {list(options.decoder_concurrency)}; sam_encoder and sam {list(options.encoder_concurrency)}."]
+    notes = [
+        f"Concurrency levels: sam_decoder {list(options.decoder_concurrency)}; sam_encoder and sam {list(options.encoder_concurrency)}."
+    ]
     if options.quick:
         notes.append("--quick: one short fixed-size measurement per level and no stability check; the figures are indicative only.")
-    notes.append(f"In-process baselines: {options.baseline_requests} timed requests per model and runtime, after one warm-up request;"
-                 " ONNX Runtime uses every core (intra_op_num_threads=0), as the served models do unless built with --threads;"
-                 " OpenVINO runs the served models' default settings (latency hint: one stream, every core).")
+    notes.append(
+        f"In-process baselines: {options.baseline_requests} timed requests per model and runtime, after one warm-up request;"
+        " ONNX Runtime uses every core (intra_op_num_threads=0), as the served models do unless built with --threads;"
+        " OpenVINO runs the served models' default settings (latency hint: one stream, every core)."
+    )
     if bf16_missing:
         notes.append(f"OpenVINO BF16 was not measured: {bf16_missing.split(': ', 1)[1]}.")
     return notes

@@ -63,8 +63,10 @@ class Workload:
     def describe(self) -> str:
         photos = ", ".join(f"{p.name} ({p.image.shape[1]}x{p.image.shape[0]})" for p in self.photos)
         cases = ", ".join(f"{c.name} (N={c.prompt_inputs['point_coords'].shape[1]})" for c in self.cases)
-        return (f"photos: {photos}; mixed-prompt requests (sam_decoder, sam): {cases}; "
-                f"single-click requests (sam_decoder, single clicks): {len(self.clicks)}, N=2")
+        return (
+            f"photos: {photos}; mixed-prompt requests (sam_decoder, sam): {cases}; "
+            f"single-click requests (sam_decoder, single clicks): {len(self.clicks)}, N=2"
+        )
 
 
 def load_photos(paths: Optional[Sequence[Path]] = None) -> Tuple[Tuple[str, np.ndarray], ...]:

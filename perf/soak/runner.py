@@ -34,8 +34,8 @@ from sam_triton.client.transport.triton_io import infer_rpc
 from ..benchmark.analyzer import Measurement, run_sweep
 from ..benchmark.input_data import data_sets, write_input_data
 from ..benchmark.install import PerfAnalyzer, ensure_perf_analyzer
-from .process_tree import TreeMemory, tree_memory
 from ..benchmark.workload import build_workload, load_photos
+from .process_tree import TreeMemory, tree_memory
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,10 @@ class SoakOptions:
 
     def __post_init__(self) -> None:
         if not 0 <= self.warmup_s <= self.duration_s - 2 * RSS_WINDOW_S:
-            raise ValueError(f"--warmup ({self.warmup_s:g} s) must leave at least {2 * RSS_WINDOW_S:g} s of --duration"
-                             f" ({self.duration_s:g} s) for the memory check")
+            raise ValueError(
+                f"--warmup ({self.warmup_s:g} s) must leave at least {2 * RSS_WINDOW_S:g} s of --duration"
+                f" ({self.duration_s:g} s) for the memory check"
+            )
         if self.concurrency < 1 or not 0 < self.rss_tolerance < 1:
             raise ValueError("concurrency must be >= 1 and rss_tolerance in (0, 1)")
 
@@ -128,8 +130,9 @@ def _counts(url: str) -> Dict[str, Tuple[int, int]]:
     """model -> (succeeded, failed) requests, from Triton's statistics API."""
     with grpcclient.InferenceServerClient(url) as raw:
         stats = raw.get_inference_statistics(as_json=True, client_timeout=STATS_TIMEOUT_S)["model_stats"]
-    return {s["name"]: (int(s["inference_stats"]["success"].get("count", 0)), int(s["inference_stats"]["fail"].get("count", 0)))
-            for s in stats}
+    return {
+        s["name"]: (int(s["inference_stats"]["success"].get("count", 0)), int(s["inference_stats"]["fail"].get("count", 0))) for s in stats
+    }
 
 
 def _probe(url: str, requests: Dict[str, Dict[str, np.ndarray]]) -> Dict[str, Dict[str, np.ndarray]]:
@@ -177,14 +180,23 @@ def _window_median(samples: List[Tuple[float, TreeMemory]], start: float, stop: 
     return int(statistics.median(inside))
 
 
-def _load(tool: PerfAnalyzer, options: SoakOptions, url: str, model: str, data: Path, deadline: float,
-          load: ModelLoad, commands: List[str]) -> None:
+def _load(
+    tool: PerfAnalyzer, options: SoakOptions, url: str, model: str, data: Path, deadline: float, load: ModelLoad, commands: List[str]
+) -> None:
     """perf_analyzer rounds on ``model`` until ``deadline`` (monotonic seconds), each of about ROUND_S."""
     per_client = 1
     while time.monotonic() < deadline:
-        sweep = run_sweep(tool, label=model, model=model, url=url, input_data=data, concurrencies=[options.concurrency],
-                          measurement=Measurement(rounds=per_client, stabilize=False),
-                          out_dir=options.out_dir / "perf_analyzer" / f"{model}-{load.rounds:03d}", timeout_s=options.round_timeout_s)
+        sweep = run_sweep(
+            tool,
+            label=model,
+            model=model,
+            url=url,
+            input_data=data,
+            concurrencies=[options.concurrency],
+            measurement=Measurement(rounds=per_client, stabilize=False),
+            out_dir=options.out_dir / "perf_analyzer" / f"{model}-{load.rounds:03d}",
+            timeout_s=options.round_timeout_s,
+        )
         load.rounds += 1
         if load.rounds == 1:
             commands.extend(sweep.commands)
@@ -217,15 +229,19 @@ def run_soak(options: SoakOptions) -> SoakResult:
         sampler = _RssSampler(server.process.pid, options.sample_interval_s)
         sampler.start()
         deadline = sampler.start_time + options.duration_s
-        threads = [threading.Thread(target=_load, args=(tool, options, url, model, files[model][1], deadline, loads[model], commands))
-                   for model in LOADED]
+        threads = [
+            threading.Thread(target=_load, args=(tool, options, url, model, files[model][1], deadline, loads[model], commands))
+            for model in LOADED
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         if server.process.poll() is not None:
-            raise RuntimeError(f"tritonserver exited with code {server.process.returncode} during the soak;"
-                               f" its log: {options.out_dir / 'tritonserver.log'}")
+            raise RuntimeError(
+                f"tritonserver exited with code {server.process.returncode} during the soak;"
+                f" its log: {options.out_dir / 'tritonserver.log'}"
+            )
         load_s = time.monotonic() - sampler.start_time
         sampler.stopped.set()
         sampler.join()
@@ -239,9 +255,13 @@ def run_soak(options: SoakOptions) -> SoakResult:
     samples = sampler.samples
     last = min(options.duration_s, max(t for t, _ in samples))
     return SoakResult(
-        options=options, server=f"{config.grpc_url}, {options.repository}", loads=loads, rss=samples,
+        options=options,
+        server=f"{config.grpc_url}, {options.repository}",
+        loads=loads,
+        rss=samples,
         rss_start=_window_median(samples, options.warmup_s, options.warmup_s + RSS_WINDOW_S),
         rss_end=_window_median(samples, last - RSS_WINDOW_S, last),
         probes_identical={m: all(np.array_equal(before[m][n], after[m][n]) for n in before[m]) for m in LOADED},
-        load_s=load_s, commands=commands,
+        load_s=load_s,
+        commands=commands,
     )

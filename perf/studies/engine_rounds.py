@@ -47,9 +47,12 @@ def summarize(times: Mapping[str, List[float]], reference: str = "onnxruntime") 
     out = {}
     for name, values in times.items():
         ratios = [r / v for r, v in zip(times[reference], values)]
-        out[name] = {"median_ms": round(statistics.median(values) * 1e3, 2), "min_ms": round(min(values) * 1e3, 2),
-                     f"speedup_over_{reference}_median": round(statistics.median(ratios), 3),
-                     f"speedup_over_{reference}_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+        out[name] = {
+            "median_ms": round(statistics.median(values) * 1e3, 2),
+            "min_ms": round(min(values) * 1e3, 2),
+            f"speedup_over_{reference}_median": round(statistics.median(ratios), 3),
+            f"speedup_over_{reference}_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        }
     return out
 
 
@@ -62,8 +65,7 @@ def measure(onnx_dir: Path, rounds: int) -> dict:
     photo, case = workload.photos[0], workload.cases[0]
     embedding = runners["onnxruntime"].encode(case.photo)
     result = {"bf16_left_out": bf16_missing, "request": {"photo": photo.name, "decoder_case": case.name}}
-    for model, make in ((ENCODER_MODEL, lambda r: lambda: r.encode(photo)),
-                        (DECODER_MODEL, lambda r: lambda: r.decode(embedding, case))):
+    for model, make in ((ENCODER_MODEL, lambda r: lambda: r.encode(photo)), (DECODER_MODEL, lambda r: lambda: r.decode(embedding, case))):
         log.info("%s: %d interleaved rounds on %s", model, rounds, ", ".join(runners))
         result[model] = summarize(interleaved({name: make(runner) for name, runner in runners.items()}, rounds))
     return result
@@ -74,8 +76,10 @@ def markdown(result: Mapping[str, object]) -> str:
     for model in (ENCODER_MODEL, DECODER_MODEL):
         for engine, f in result[model].items():
             low, high = f["speedup_over_onnxruntime_range"]
-            lines.append(f"| {model} | {engine} | {f['median_ms']:.1f} | {f['min_ms']:.1f} |"
-                         f" {f['speedup_over_onnxruntime_median']:.2f}x ({low:.2f}-{high:.2f}) |")
+            lines.append(
+                f"| {model} | {engine} | {f['median_ms']:.1f} | {f['min_ms']:.1f} |"
+                f" {f['speedup_over_onnxruntime_median']:.2f}x ({low:.2f}-{high:.2f}) |"
+            )
     return "\n".join(lines)
 
 
@@ -87,15 +91,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="A JSON file for the figures.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from sam_triton.build.repository.openvino_options import cpu_capabilities
     from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
+    from sam_triton.build.repository.openvino_options import cpu_capabilities
     from sam_triton.build.server.tritonserver import default_cache_dir
 
     onnx_dir, _ = prepare_onnx(ModelChoice.parse(args.model), cache_dir=args.cache_dir or default_cache_dir())
     cpu = cpu_capabilities()
-    result = {"command": "python -m sam_triton.perf.studies.engine_rounds " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-              "cpu": f"{cpu['name']} ({platform.machine()}; OpenVINO capabilities {', '.join(cpu['capabilities'])})",
-              "model": args.model, "rounds": args.rounds, "date": time.strftime("%Y-%m-%d"), **measure(onnx_dir, args.rounds)}
+    result = {
+        "command": "python -m sam_triton.perf.studies.engine_rounds "
+        + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "cpu": f"{cpu['name']} ({platform.machine()}; OpenVINO capabilities {', '.join(cpu['capabilities'])})",
+        "model": args.model,
+        "rounds": args.rounds,
+        "date": time.strftime("%Y-%m-%d"),
+        **measure(onnx_dir, args.rounds),
+    }
     print(markdown(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,9 @@ class Figures:
     def worst(self, other: Optional["Figures"]) -> "Figures":
         if other is None:
             return self
-        return Figures(max(self.logits_rel_l2, other.logits_rel_l2), max(self.iou_abs, other.iou_abs),
-                       min(self.mask_agreement, other.mask_agreement))
+        return Figures(
+            max(self.logits_rel_l2, other.logits_rel_l2), max(self.iou_abs, other.iou_abs), min(self.mask_agreement, other.mask_agreement)
+        )
 
 
 def compare(actual: tuple, expected: tuple) -> Figures:
@@ -101,15 +102,18 @@ def measure_photo(client, predictor, image: np.ndarray) -> Dict[str, object]:
     for kind, prompt in prompts_for(h, w).items():
         worst = None
         for multimask in (True, False):
-            worst = compare(client.predict(multimask_output=multimask, **prompt),
-                            predictor.predict(multimask_output=multimask, **prompt)).worst(worst)
+            worst = compare(
+                client.predict(multimask_output=multimask, **prompt), predictor.predict(multimask_output=multimask, **prompt)
+            ).worst(worst)
         figures[kind] = compare(client.segment(image, **prompt), predictor.predict(**prompt)).worst(worst)
     first, second = second_pass_prompts(h, w)  # segment() left the current image as it was
     _, _, logits = client.predict(multimask_output=True, **first)
     _, ref_scores, ref_logits = predictor.predict(multimask_output=True, **first)
     best = int(np.argmax(ref_scores))
-    figures["mask_input"] = compare(client.predict(mask_input=logits[best][None], multimask_output=False, **second),
-                                    predictor.predict(mask_input=ref_logits[best][None], multimask_output=False, **second))
+    figures["mask_input"] = compare(
+        client.predict(mask_input=logits[best][None], multimask_output=False, **second),
+        predictor.predict(mask_input=ref_logits[best][None], multimask_output=False, **second),
+    )
     return figures
 
 
@@ -125,8 +129,13 @@ def measure(client, predictor_for: Callable[[str, np.ndarray], object], images: 
     return {key: (asdict(value) if isinstance(value, Figures) else value) for key, value in worst.items()}
 
 
-KIND_NAMES = {"one_point": "one point", "fg_bg_points": "fg/bg points", "box": "box", "box_point": "box + point",
-              "mask_input": "second pass (mask_input)"}
+KIND_NAMES = {
+    "one_point": "one point",
+    "fg_bg_points": "fg/bg points",
+    "box": "box",
+    "box_point": "box + point",
+    "mask_input": "second pass (mask_input)",
+}
 
 
 def _percent(share: float) -> str:
@@ -139,7 +148,9 @@ def markdown_table(study: Mapping[str, object]) -> str:
     lines = []
     for model, runs in study["models"].items():
         precisions = list(runs)
-        header = [f"`{model}`"] + [f"{p.upper()} {what}" for p in precisions for what in ("logits rel. L2", "IoU error", "mask pixels equal")]
+        header = [f"`{model}`"] + [
+            f"{p.upper()} {what}" for p in precisions for what in ("logits rel. L2", "IoU error", "mask pixels equal")
+        ]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for kind in PROMPT_KINDS:
             cells = []
@@ -156,9 +167,9 @@ def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, n
     """Precision -> figures: ``model``'s export and SamPredictor answers once, then one openvino repository per precision, served and measured."""
     from segment_anything import SamPredictor
 
-    from sam_triton.build.repository.openvino_options import OpenVinoOptions
     from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
     from sam_triton.build.repository.assemble import RepositoryOptions, assemble
+    from sam_triton.build.repository.openvino_options import OpenVinoOptions
     from sam_triton.build.server.tritonserver import ServerConfig, TritonServer
     from sam_triton.client import SamClient
 
@@ -175,8 +186,11 @@ def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, n
 
     figures = {}
     for precision in precisions:
-        repository = assemble(work / f"repo-{Path(model).stem}-{precision}",
-                              RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision=precision)), onnx_dir=onnx_dir)
+        repository = assemble(
+            work / f"repo-{Path(model).stem}-{precision}",
+            RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision=precision)),
+            onnx_dir=onnx_dir,
+        )
         config = ServerConfig.on_free_ports(repository)
         with TritonServer(config, log_path=work / f"tritonserver-{precision}.log", cache_dir=cache_dir) as server:
             with SamClient(server.config.grpc_url, timeout_s=600) as client:
@@ -187,26 +201,35 @@ def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, n
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sam_triton.perf.studies.fidelity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["tiny"], help="Presets (seeded random weights) or checkpoint paths to measure.")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"], help="The OpenVINO precisions to measure.")
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"], help="The OpenVINO precisions to measure."
+    )
     parser.add_argument("--cache-dir", type=Path, help="Where exports are cached (default: $SAM_TRITON_CACHE or ~/.cache/sam-triton).")
     parser.add_argument("--out", type=Path, required=True, help="The JSON file to write the figures into.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import openvino
+
     from sam_triton.build.repository.openvino_options import cpu_capabilities
     from sam_triton.build.server.tritonserver import default_cache_dir
     from sam_triton.client.images import load_image
-    import openvino
 
     images = {name: load_image(PHOTOS_DIR / f"{name}.jpg") for name in PHOTOS}
     cpu = cpu_capabilities()
     result = {
-        "command": "python -m sam_triton.perf.studies.fidelity " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "command": "python -m sam_triton.perf.studies.fidelity "
+        + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "cpu": f"{cpu['name']} ({platform.machine()}; OpenVINO capabilities {', '.join(cpu['capabilities'])})",
-        "openvino": openvino.__version__, "photos": list(PHOTOS), "date": time.strftime("%Y-%m-%d"), "models": {},
+        "openvino": openvino.__version__,
+        "photos": list(PHOTOS),
+        "date": time.strftime("%Y-%m-%d"),
+        "models": {},
     }
     with tempfile.TemporaryDirectory() as work:
         for model in args.models:
-            result["models"][Path(model).stem] = _model_figures(model, args.precisions, images, args.cache_dir or default_cache_dir(), Path(work))
+            result["models"][Path(model).stem] = _model_figures(
+                model, args.precisions, images, args.cache_dir or default_cache_dir(), Path(work)
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown_table(result))

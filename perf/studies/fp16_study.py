@@ -143,12 +143,13 @@ def run_pipeline(encoder, decoder, image: np.ndarray, prompts: Dict[str, dict], 
         out = {"embedding": embedding.float().cpu().numpy()}
         for name, prompt in prompts.items():
             arrays = stack_prompts([encode_prompt(image.shape[:2], limits=DEFAULT_LIMITS, **prompt)])
-            feed = [torch.from_numpy(arrays[k][None]).to(device).to(decoder_dtype)
-                    for k in ("point_coords", "point_labels", "mask_input", "has_mask_input")]
+            feed = [
+                torch.from_numpy(arrays[k][None]).to(device).to(decoder_dtype)
+                for k in ("point_coords", "point_labels", "mask_input", "has_mask_input")
+            ]
             iou, logits = decoder(embedding.to(decoder_dtype), *feed)
             logits = logits.float().cpu().numpy()[0, 0]
-            out[name] = (iou.float().cpu().numpy()[0, 0], logits,
-                         postprocess_masks(logits, tuple(input_size), image.shape[:2]) > 0)
+            out[name] = (iou.float().cpu().numpy()[0, 0], logits, postprocess_masks(logits, tuple(input_size), image.shape[:2]) > 0)
     return out
 
 
@@ -166,8 +167,10 @@ def compare(variant: dict, reference: dict) -> dict:
         iou_err.append(float(np.max(np.abs(v_iou - iou))))
         mask_ious.extend(mask_iou(v_masks[i], masks[i]) for i in range(masks.shape[0]))
     rows.update(
-        logits_rel_l2_max=max(logits_err), iou_abs_max=max(iou_err),
-        mask_iou_min=min(mask_ious), mask_iou_mean=float(np.mean(mask_ious)),
+        logits_rel_l2_max=max(logits_err),
+        iou_abs_max=max(iou_err),
+        mask_iou_min=min(mask_ious),
+        mask_iou_mean=float(np.mean(mask_ious)),
     )
     return rows
 
@@ -208,7 +211,8 @@ def layernorm_input_absmax(encoder, image: np.ndarray, device) -> float:
     seen = []
     hooks = [
         m.register_forward_pre_hook(lambda _m, args: seen.append(float(args[0].abs().max())))
-        for m in encoder.modules() if isinstance(m, (torch.nn.LayerNorm, LayerNorm2d))
+        for m in encoder.modules()
+        if isinstance(m, (torch.nn.LayerNorm, LayerNorm2d))
     ]
     padded, input_size = prepare_image(image)
     with torch.no_grad():
@@ -223,8 +227,10 @@ def decoder_latency_ms(decoder, device, prompts: int = 64, repeats: int = 10) ->
     import torch
 
     dtype = next(decoder.parameters()).dtype
-    args = [torch.zeros(shape, device=device, dtype=dtype) for shape in
-            ((1, 256, 64, 64), (1, prompts, 2, 2), (1, prompts, 2), (1, prompts, 1, 256, 256), (1, prompts))]
+    args = [
+        torch.zeros(shape, device=device, dtype=dtype)
+        for shape in ((1, 256, 64, 64), (1, prompts, 2, 2), (1, prompts, 2), (1, prompts, 1, 256, 256), (1, prompts))
+    ]
     with torch.no_grad():
         for _ in range(3):
             decoder(*args)
@@ -246,21 +252,29 @@ def study(model_types: Sequence[str], images: Dict[str, np.ndarray], device, dty
     for model_type in model_types:
         sam = ModelChoice.parse(model_type).load().to(device)
         reference_graphs = (SamEncoderGraph(sam).eval(), SamDecoderGraph(sam).eval())
-        references = {name: run_pipeline(*reference_graphs, image, _prompts(*image.shape[:2]), device)
-                      for name, image in images.items()}
-        rows.append({
-            "model": model_type, "variant": "fp32",
-            "encoder_ms_pytorch": encoder_latency_ms(reference_graphs[0], device),
-            "decoder64_ms_pytorch": decoder_latency_ms(reference_graphs[1], device),
-            "layernorm_input_absmax": max(layernorm_input_absmax(reference_graphs[0], image, device) for image in images.values()),
-        })
+        references = {name: run_pipeline(*reference_graphs, image, _prompts(*image.shape[:2]), device) for name, image in images.items()}
+        rows.append(
+            {
+                "model": model_type,
+                "variant": "fp32",
+                "encoder_ms_pytorch": encoder_latency_ms(reference_graphs[0], device),
+                "decoder64_ms_pytorch": decoder_latency_ms(reference_graphs[1], device),
+                "layernorm_input_absmax": max(layernorm_input_absmax(reference_graphs[0], image, device) for image in images.values()),
+            }
+        )
         for variant, groups in VARIANTS.items():
             graphs = make_variant(sam, groups, dtype)
-            per_image = [compare(run_pipeline(*graphs, image, _prompts(*image.shape[:2]), device), references[name])
-                         for name, image in images.items()]
-            row = {"model": model_type, "variant": variant, "fp32_groups": list(groups),
-                   "encoder_ms_pytorch": encoder_latency_ms(graphs[0], device),
-                   "decoder64_ms_pytorch": decoder_latency_ms(graphs[1], device)}
+            per_image = [
+                compare(run_pipeline(*graphs, image, _prompts(*image.shape[:2]), device), references[name])
+                for name, image in images.items()
+            ]
+            row = {
+                "model": model_type,
+                "variant": variant,
+                "fp32_groups": list(groups),
+                "encoder_ms_pytorch": encoder_latency_ms(graphs[0], device),
+                "decoder64_ms_pytorch": decoder_latency_ms(graphs[1], device),
+            }
             for key in per_image[0]:
                 values = [p[key] for p in per_image]
                 row[key] = min(values) if key.endswith("_min") else (float(np.mean(values)) if key.endswith("_mean") else max(values))
@@ -280,8 +294,10 @@ def markdown(rows: List[dict], device_name: str) -> str:
     ]
     for r in rows:
         if r["variant"] == "fp32":
-            lines.append(f"| {r['model']} | fp32 (reference; LayerNorm input max abs {r['layernorm_input_absmax']:.1f}) | - | - | - | - | - |"
-                         f" {r['encoder_ms_pytorch']:.1f} | {r['decoder64_ms_pytorch']:.1f} |")
+            lines.append(
+                f"| {r['model']} | fp32 (reference; LayerNorm input max abs {r['layernorm_input_absmax']:.1f}) | - | - | - | - | - |"
+                f" {r['encoder_ms_pytorch']:.1f} | {r['decoder64_ms_pytorch']:.1f} |"
+            )
             continue
         lines.append(
             f"| {r['model']} | {r['variant']} | {r['embedding_rel_l2']:.2e} | {r['logits_rel_l2_max']:.2e} | "
@@ -297,11 +313,20 @@ def main(argv=None) -> int:
     from sam_triton.client.images import load_image
 
     parser = argparse.ArgumentParser(description="Measure SAM's FP16 error per kept-FP32 layer group (needs a CUDA GPU).")
-    parser.add_argument("--models", nargs="+", default=["vit_b", "vit_h"], help="Presets (seeded random weights) or SAM checkpoint paths to study.")
+    parser.add_argument(
+        "--models", nargs="+", default=["vit_b", "vit_h"], help="Presets (seeded random weights) or SAM checkpoint paths to study."
+    )
     parser.add_argument("--images", type=Path, default=Path("tests/images"), help="Folder holding truck.jpg, dog.jpg, groceries.jpg.")
     parser.add_argument("--out", type=Path, required=True, help="Where to write fp16_study.json and fp16_study.md.")
-    parser.add_argument("--device", default="cuda", help="The torch device; cpu only for a smoke test (CPU half is not what TensorRT runs).")
-    parser.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16", help="The reduced precision to study (float16 is TensorRT's FP16; bfloat16 runs fast on CPUs with AMX).")
+    parser.add_argument(
+        "--device", default="cuda", help="The torch device; cpu only for a smoke test (CPU half is not what TensorRT runs)."
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float16", "bfloat16"],
+        default="float16",
+        help="The reduced precision to study (float16 is TensorRT's FP16; bfloat16 runs fast on CPUs with AMX).",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     device = torch.device(args.device)

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from sam_triton.client import MaskGeneratorOptions, SamClient
-from sam_triton.client.transport.core import TRANSPORTS
 from sam_triton.client.images import load_image
+from sam_triton.client.transport.core import TRANSPORTS
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sam_triton.perf.studies.generate_time", description=__doc__.split("\n\n")[0])
@@ -28,7 +29,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, kind, default, text in MaskGeneratorOptions.flags():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=text)
     args = parser.parse_args(argv)
-    options = MaskGeneratorOptions(output_mode="uncompressed_rle", **{name: getattr(args, name) for name, *_ in MaskGeneratorOptions.flags()})
+    options = MaskGeneratorOptions(
+        output_mode="uncompressed_rle", **{name: getattr(args, name) for name, *_ in MaskGeneratorOptions.flags()}
+    )
     with SamClient(args.url, timeout_s=600, transport=args.transport) as client:
         for path in args.image:
             image = load_image(path)
@@ -37,8 +40,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 start = time.perf_counter()
                 records = client.generate(image, options)
                 seconds.append(time.perf_counter() - start)
-            print(f"{path.name} {image.shape[1]}x{image.shape[0]} ({client.transport}): {len(records)} masks, "
-                  f"{statistics.median(seconds):.1f} s per image (runs: {', '.join(f'{s:.1f}' for s in seconds)})")
+            print(
+                f"{path.name} {image.shape[1]}x{image.shape[0]} ({client.transport}): {len(records)} masks, "
+                f"{statistics.median(seconds):.1f} s per image (runs: {', '.join(f'{s:.1f}' for s in seconds)})"
+            )
     return 0
 
 

@@ -49,12 +49,16 @@ def wire_bytes(url: str, transport: str, image: np.ndarray, clicks: Sequence[np.
         for point in clicks:
             client.predict(point_coords=point, point_labels=np.array([1]))
         return {
-            "set_image_bytes_up": set_image[0], "set_image_bytes_down": set_image[1],
-            "click_bytes_up": proxy.client_to_server / len(clicks), "click_bytes_down": proxy.server_to_client / len(clicks),
+            "set_image_bytes_up": set_image[0],
+            "set_image_bytes_down": set_image[1],
+            "click_bytes_up": proxy.client_to_server / len(clicks),
+            "click_bytes_down": proxy.server_to_client / len(clicks),
         }
 
 
-def latencies(url: str, transports: Sequence[str], image: np.ndarray, clicks: Sequence[np.ndarray], rounds: int) -> Dict[str, Dict[str, List[float]]]:
+def latencies(
+    url: str, transports: Sequence[str], image: np.ndarray, clicks: Sequence[np.ndarray], rounds: int
+) -> Dict[str, Dict[str, List[float]]]:
     clients = {t: SamClient(url, transport=t).open() for t in transports}
     times: Dict[str, Dict[str, List[float]]] = {t: {"click_s": [], "set_image_s": []} for t in transports}
     try:
@@ -114,11 +118,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             set_image_ms_median=1000 * statistics.median(timing[transport]["set_image_s"]),
         )
         report[transport] = figures
-    print(f"{'transport':<10}{'click up B':>12}{'click down B':>14}{'click ms p50':>14}{'click ms p90':>14}"
-          f"{'set_image up B':>16}{'set_image down B':>18}{'set_image ms':>14}")
+    print(
+        f"{'transport':<10}{'click up B':>12}{'click down B':>14}{'click ms p50':>14}{'click ms p90':>14}"
+        f"{'set_image up B':>16}{'set_image down B':>18}{'set_image ms':>14}"
+    )
     for transport, f in report.items():
-        print(f"{transport:<10}{f['click_bytes_up']:>12.0f}{f['click_bytes_down']:>14.0f}{f['click_ms_median']:>14.1f}"
-              f"{f['click_ms_p90']:>14.1f}{f['set_image_bytes_up']:>16}{f['set_image_bytes_down']:>18}{f['set_image_ms_median']:>14.1f}")
+        print(
+            f"{transport:<10}{f['click_bytes_up']:>12.0f}{f['click_bytes_down']:>14.0f}{f['click_ms_median']:>14.1f}"
+            f"{f['click_ms_p90']:>14.1f}{f['set_image_bytes_up']:>16}{f['set_image_bytes_down']:>18}{f['set_image_ms_median']:>14.1f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

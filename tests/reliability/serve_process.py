@@ -24,10 +24,25 @@ class Serve:
         self.http = f"http://127.0.0.1:{self.ports['http']}"
         self.out_path = log_dir / f"serve-{self.ports['grpc']}.out"
         self.log_path = log_dir / f"tritonserver-{self.ports['grpc']}.log"
-        self.command = [sys.executable, "-m", "sam_triton.cli.main", "serve", "--repository", str(repository),
-                        "--grpc-port", str(self.ports["grpc"]), "--http-port", str(self.ports["http"]),
-                        "--metrics-port", str(self.ports["metrics"]), "--cache-dir", str(cache_dir),
-                        "--log-file", str(self.log_path), *flags]
+        self.command = [
+            sys.executable,
+            "-m",
+            "sam_triton.cli.main",
+            "serve",
+            "--repository",
+            str(repository),
+            "--grpc-port",
+            str(self.ports["grpc"]),
+            "--http-port",
+            str(self.ports["http"]),
+            "--metrics-port",
+            str(self.ports["metrics"]),
+            "--cache-dir",
+            str(cache_dir),
+            "--log-file",
+            str(self.log_path),
+            *flags,
+        ]
 
     def __enter__(self) -> "Serve":
         with open(self.out_path, "w") as out:

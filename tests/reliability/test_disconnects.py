@@ -48,8 +48,10 @@ def arrived(server, before: dict) -> dict:
     queue at once, so a model with requests waiting is running one more."""
     waiting = pending(server.config.metrics_port)
     done = finished(server.config.grpc_url)
-    return {model: done.get(model, 0) - before.get(model, 0) + waiting.get(model, 0) + (1 if waiting.get(model, 0) else 0)
-            for model in ("sam_encoder", "sam_decoder")}
+    return {
+        model: done.get(model, 0) - before.get(model, 0) + waiting.get(model, 0) + (1 if waiting.get(model, 0) else 0)
+        for model in ("sam_encoder", "sam_decoder")
+    }
 
 
 def decoder_queue(server) -> int:
@@ -60,8 +62,11 @@ def long_decoder_request(url: str, points: int) -> None:
     """A decoder request of 16 prompts of ``points`` points on a constant embedding: about a second
     of work for the instance. Requests of other shapes than the ones queued beside it are never batched with them."""
     with grpcclient.InferenceServerClient(url) as raw:
-        raw.infer("sam_decoder", raw_inputs({"image_embeddings": np.ones((1, 256, 64, 64), np.float32), **_prompts(16, points)}),
-                  client_timeout=SETTLE_S)
+        raw.infer(
+            "sam_decoder",
+            raw_inputs({"image_embeddings": np.ones((1, 256, 64, 64), np.float32), **_prompts(16, points)}),
+            client_timeout=SETTLE_S,
+        )
 
 
 async def poll_async(condition, *, what: str, consecutive: int = 1, timeout_s: float = SETTLE_S) -> None:
@@ -85,13 +90,18 @@ def probe_meanwhile(url, images, reference, errors):
 def test_a_killed_client_process(server, images, reference):
     url = server.config.grpc_url
     before = finished(url)
-    victim = subprocess.Popen([sys.executable, str(Path(__file__).parent / "client_to_kill.py"), url],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "client_to_kill.py"), url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         assert victim.stdout.readline().strip() == "sent"
         # its 6 requests (over 30 MB): 3 to sam_decoder, 3 through the ensemble to sam_encoder first
-        poll_until(lambda: arrived(server, before), lambda n: min(n.values()) >= 3, timeout_s=SETTLE_S,
-                   what="the killed client's requests reaching the server")
+        poll_until(
+            lambda: arrived(server, before),
+            lambda n: min(n.values()) >= 3,
+            timeout_s=SETTLE_S,
+            what="the killed client's requests reaching the server",
+        )
     finally:
         victim.kill()
         victim.wait()
@@ -110,8 +120,10 @@ def test_cancelled_and_timed_out_requests(server, images, reference):
     heavy = raw_inputs({"image_embeddings": np.ones((1, 256, 64, 64), np.float32), **_prompts(16, 2)})
     outcomes = []
     with grpcclient.InferenceServerClient(url) as raw:
-        calls = [raw.async_infer("sam_decoder", heavy, callback=lambda result, error: outcomes.append(error), client_timeout=600)
-                 for _ in range(3)]
+        calls = [
+            raw.async_infer("sam_decoder", heavy, callback=lambda result, error: outcomes.append(error), client_timeout=600)
+            for _ in range(3)
+        ]
         for call in calls:
             call.cancel()  # gRPC cancellation, while the server works on them
         for _ in range(3):

@@ -40,7 +40,7 @@ def test_a_restart_between_two_requests(python_repository, cache_dir, tmp_path, 
         first.stop()
 
     # down: the first call fails at once (an inference is never retried), the next within connect_timeout_s
-    for attempt in range(2):
+    for _attempt in range(2):
         start = time.monotonic()
         with pytest.raises(ServerUnavailableError) as error:
             plain.predict(**PROBE_CLICK)

@@ -12,7 +12,7 @@ import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Set
+from typing import Dict, Optional, Set
 
 import pytest
 import tritonclient.grpc as grpcclient
@@ -34,7 +34,7 @@ NO_MODEL_CONTROL = "explicit model load / unload is not allowed if polling is en
 
 def _address(hex_address: str) -> str:
     """/proc/net/tcp[6]'s hex address (32-bit words in host byte order) -> '127.0.0.1', '::'..."""
-    raw = b"".join(bytes.fromhex(hex_address[i:i + 8])[::-1] for i in range(0, len(hex_address), 8))
+    raw = b"".join(bytes.fromhex(hex_address[i : i + 8])[::-1] for i in range(0, len(hex_address), 8))
     address = ipaddress.ip_address(raw)
     mapped = getattr(address, "ipv4_mapped", None)
     return str(mapped or address)
@@ -58,7 +58,9 @@ def grpc_refusal(call) -> str:
     return f"{error.value.status()} {error.value.message()}"
 
 
-def http_status(url: str, method: str = "GET", headers: Dict[str, str] = {}) -> tuple:
+def http_status(url: str, method: str = "GET", headers: Optional[Dict[str, str]] = None) -> tuple:
+    if headers is None:
+        headers = {}
     request = urllib.request.Request(url, method=method, headers=headers, data=b"{}" if method == "POST" else None)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -78,20 +80,25 @@ def test_serve_is_secure_by_default(python_repository, cache_dir, tmp_path, imag
         key, wrong = {GRPC_HEADER: path.read_text()}, {GRPC_HEADER: "not-the-key"}
         with grpcclient.InferenceServerClient(serve.url) as raw:
             for headers in (None, wrong):  # restricted without the key, on gRPC ...
-                for call in (lambda: raw.get_system_shared_memory_status(headers=headers),
-                             lambda: raw.register_system_shared_memory("intruder", "/intruder", 64, headers=headers),
-                             lambda: raw.get_cuda_shared_memory_status(headers=headers),
-                             lambda: raw.get_model_repository_index(headers=headers),
-                             lambda: raw.unload_model("sam_decoder", headers=headers),
-                             lambda: raw.load_model("sam_decoder", headers=headers)):
+                for call in (
+                    lambda headers=headers: raw.get_system_shared_memory_status(headers=headers),
+                    lambda headers=headers: raw.register_system_shared_memory("intruder", "/intruder", 64, headers=headers),
+                    lambda headers=headers: raw.get_cuda_shared_memory_status(headers=headers),
+                    lambda headers=headers: raw.get_model_repository_index(headers=headers),
+                    lambda headers=headers: raw.unload_model("sam_decoder", headers=headers),
+                    lambda headers=headers: raw.load_model("sam_decoder", headers=headers),
+                ):
                     assert grpc_refusal(call) == f"StatusCode.UNAVAILABLE {RESTRICTED}"
             assert raw.get_system_shared_memory_status(headers=key, as_json=True) == {}  # ... open with it
             assert len(raw.get_model_repository_index(headers=key).models) == 3
             for call in (lambda: raw.unload_model("sam_decoder", headers=key), lambda: raw.load_model("sam", headers=key)):
                 assert grpc_refusal(call) == f"StatusCode.UNAVAILABLE {NO_MODEL_CONTROL}"  # model control mode NONE
             assert raw.is_model_ready("sam_decoder")
-        for path_, method in (("/v2/systemsharedmemory/status", "GET"), ("/v2/repository/index", "POST"),
-                              ("/v2/repository/models/sam/unload", "POST")):  # ... and on HTTP
+        for path_, method in (
+            ("/v2/systemsharedmemory/status", "GET"),
+            ("/v2/repository/index", "POST"),
+            ("/v2/repository/models/sam/unload", "POST"),
+        ):  # ... and on HTTP
             assert http_status(serve.http + path_, method) == (403, HTTP_RESTRICTED)
         assert http_status(serve.http + "/v2/repository/models/sam/unload", "POST", {HEADER: key[GRPC_HEADER]})[1] == NO_MODEL_CONTROL
         with SamClient(serve.url) as client:  # our client finds the key: shared memory works out of the box
@@ -114,8 +121,10 @@ def test_unrestricted_api_opens_only_that_api(python_repository, cache_dir, tmp_
 def test_a_client_without_the_key(grpc_url, images, reference, monkeypatch):
     with pytest.raises(SharedMemoryError) as error:
         SamClient(grpc_url, transport="shm", api_key="not-the-key").open()
-    assert (f"server: {RESTRICTED} -- the server restricts its shared-memory API to requests with its key and this client sent"
-            " the key passed as api_key: pass the server's key as api_key= or in $SAM_TRITON_API_KEY") in str(error.value)
+    assert (
+        f"server: {RESTRICTED} -- the server restricts its shared-memory API to requests with its key and this client sent"
+        " the key passed as api_key: pass the server's key as api_key= or in $SAM_TRITON_API_KEY"
+    ) in str(error.value)
     with SamClient(grpc_url, api_key="not-the-key") as client:  # "auto" falls back to gRPC and answers
         assert client.transport == "grpc"
         client.set_image(images["dog"])
@@ -134,9 +143,14 @@ def test_the_container_restricts_the_same_apis(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     args = container_start.build_parser().parse_args(["--checkpoint", "sam.pth"])
     command = container_start.tritonserver_command(args, Path("/cache/repo"), ["--log-verbose=1"], key="k3y")
-    assert command[1:] == ["--model-repository=/cache/repo", "--strict-readiness=true", "--model-control-mode=none",
-                           "--grpc-restricted-protocol=shared-memory,model-repository:sam-triton-key=k3y",
-                           "--http-restricted-api=shared-memory,model-repository:sam-triton-key=k3y", "--log-verbose=1"]
+    assert command[1:] == [
+        "--model-repository=/cache/repo",
+        "--strict-readiness=true",
+        "--model-control-mode=none",
+        "--grpc-restricted-protocol=shared-memory,model-repository:sam-triton-key=k3y",
+        "--http-restricted-api=shared-memory,model-repository:sam-triton-key=k3y",
+        "--log-verbose=1",
+    ]
     first, second = container_start.server_key(), container_start.server_key()
     assert first != second and re.fullmatch(r"[0-9a-f]{32}", first)  # unset: random, so nobody knows it
     monkeypatch.setenv(ENV_VAR, "shared-secret")

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from sam_triton.cli.main import main
 from sam_triton.build.server.tritonserver import free_port
+from sam_triton.cli.main import main
 from sam_triton.client import SamClient, ServerUnavailableError
 from sam_triton.client.transport.server_key import key_file
 
@@ -21,14 +21,20 @@ from .serve_process import Serve
 from .test_bad_requests import _encoder_arrays, _prompts
 
 REQUEST_TIMEOUT_S = 240
-STOPPING = "in ensemble 'sam', [request id: <id_unknown>] Server is stopping, scheduler for model has stopped accepting new inference requests"
+STOPPING = (
+    "in ensemble 'sam', [request id: <id_unknown>] Server is stopping, scheduler for model has stopped accepting new inference requests"
+)
 
 
 def _direct(url: str, kind: str, seed: int, prompts: int = 8):
     """One request straight to sam_encoder or sam_decoder (what set_image and predict send); its output."""
     rng = np.random.default_rng(seed)
     if kind == "encoder":
-        model, arrays, output = "sam_encoder", _encoder_arrays(image=rng.integers(0, 255, (1, 1024, 1024, 3), dtype=np.uint8)), "image_embeddings"
+        model, arrays, output = (
+            "sam_encoder",
+            _encoder_arrays(image=rng.integers(0, 255, (1, 1024, 1024, 3), dtype=np.uint8)),
+            "image_embeddings",
+        )
     else:
         arrays = {"image_embeddings": rng.standard_normal((1, 256, 64, 64), dtype=np.float32), **_prompts(prompts, 2)}
         model, output = "sam_decoder", "iou_predictions"
@@ -105,15 +111,34 @@ def test_a_model_that_fails_to_load_stops_serve_with_its_reason(python_repositor
     (broken / "sam_decoder" / "1" / "model.onnx").unlink()  # missing
     grpc_port = free_port()
     start = time.monotonic()
-    code = main(["serve", "--repository", str(broken), "--grpc-port", str(grpc_port), "--http-port", str(free_port()),
-                 "--metrics-port", str(free_port()), "--cache-dir", str(cache_dir), "--log-file", str(tmp_path / "log")])
+    code = main(
+        [
+            "serve",
+            "--repository",
+            str(broken),
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--cache-dir",
+            str(cache_dir),
+            "--log-file",
+            str(tmp_path / "log"),
+        ]
+    )
     elapsed_s = time.monotonic() - start
     err = capsys.readouterr().err
     assert code == 1
     assert "sam-triton serve: error: tritonserver exited with status 1 before it was ready:" in err
-    assert (f"model 'sam_encoder' failed to load: Internal: InvalidProtobuf: [ONNXRuntimeError] : 7 : INVALID_PROTOBUF :"
-            f" Load model from {broken}/sam_encoder/1/model.onnx failed:Protobuf parsing failed.") in err
-    assert (f"model 'sam_decoder' failed to load: Internal: NoSuchFile: [ONNXRuntimeError] : 3 : NO_SUCHFILE :"
-            f" Load model from {broken}/sam_decoder/1/model.onnx failed") in err
+    assert (
+        f"model 'sam_encoder' failed to load: Internal: InvalidProtobuf: [ONNXRuntimeError] : 7 : INVALID_PROTOBUF :"
+        f" Load model from {broken}/sam_encoder/1/model.onnx failed:Protobuf parsing failed."
+    ) in err
+    assert (
+        f"model 'sam_decoder' failed to load: Internal: NoSuchFile: [ONNXRuntimeError] : 3 : NO_SUCHFILE :"
+        f" Load model from {broken}/sam_decoder/1/model.onnx failed"
+    ) in err
     assert elapsed_s < 120, f"serve took {elapsed_s:.0f} s to give up"
     assert not key_file(grpc_port).exists()

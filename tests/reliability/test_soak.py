@@ -22,8 +22,22 @@ def test_short_soak(python_repository, cache_dir, tmp_path):
     photos = [arg for name in IMAGE_NAMES for arg in ("--photo", str(IMAGES_DIR / f"{name}.jpg"))]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["soak", "--repository", str(python_repository), "--duration", str(DURATION_S), "--warmup", str(WARMUP_S),
-                     *photos, "--out", str(tmp_path), "--cache-dir", str(cache_dir)])
+        code = main(
+            [
+                "soak",
+                "--repository",
+                str(python_repository),
+                "--duration",
+                str(DURATION_S),
+                "--warmup",
+                str(WARMUP_S),
+                *photos,
+                "--out",
+                str(tmp_path),
+                "--cache-dir",
+                str(cache_dir),
+            ]
+        )
     print(printed.getvalue())
     data = json.loads((tmp_path / "soak.json").read_text())
     print(json.dumps(data["rss_processes"], indent=1))

@@ -72,9 +72,8 @@ def _check_values(name, array):
                 f"input 'point_labels': got values {sorted(set(array[bad].tolist()))[:5]}; expected -1 (padding),"
                 " 0 (background), 1 (foreground), 2 (box top-left) or 3 (box bottom-right)"
             )
-    elif name == "has_mask_input":
-        if not np.all(np.isin(array, (0.0, 1.0))):
-            raise RequestError("input 'has_mask_input': expected 0 or 1 per prompt")
+    elif name == "has_mask_input" and not np.all(np.isin(array, (0.0, 1.0))):
+        raise RequestError("input 'has_mask_input': expected 0 or 1 per prompt")
 
 
 def _check_consistent(arrays):
@@ -130,15 +129,20 @@ class OpenVinoEngine:
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         if precision == "bf16" and "BF16" not in capabilities:
             properties["INFERENCE_PRECISION_HINT"] = "f32"
-            _log("log_warn", f"{config['name']}: BF16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')})"
-                             f" has neither AMX nor AVX-512 BF16 (OpenVINO capabilities {list(capabilities)}): running FP32")
+            _log(
+                "log_warn",
+                f"{config['name']}: BF16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')})"
+                f" has neither AMX nor AVX-512 BF16 (OpenVINO capabilities {list(capabilities)}): running FP32",
+            )
         self.compiled = core.compile_model(core.read_model(path), "CPU", properties)
         self.outputs = [self.compiled.output(name) for name in output_names]
         streams = int(self.compiled.get_property("NUM_STREAMS"))
         self.requests = [self.compiled.create_infer_request() for _ in range(max(streams, 1))]
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        self.description = (f"OpenVINO {ov.__version__}, inference precision {self.precision}, {streams} stream(s),"
-                            f" {self.compiled.get_property('INFERENCE_NUM_THREADS')} thread(s)")
+        self.description = (
+            f"OpenVINO {ov.__version__}, inference precision {self.precision}, {streams} stream(s),"
+            f" {self.compiled.get_property('INFERENCE_NUM_THREADS')} thread(s)"
+        )
         self._warm_up(config)
 
     def _warm_up(self, config):
