@@ -29,6 +29,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY client ./client
 COPY build ./build
 COPY perf ./perf
+COPY cli ./cli
 COPY docker/entrypoint.sh /opt/sam-triton/entrypoint.sh
 
 # Ubuntu 24.04's Python is externally managed: the project lives in its own venv.

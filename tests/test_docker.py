@@ -9,7 +9,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+import tomllib
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -81,6 +82,14 @@ def test_every_path_and_command_the_dockerfile_uses_exists():
     for script in re.findall(r"/opt/sam-triton/venv/bin/([\w-]+)", runs):
         assert script in ("python", "pip") or f'\n{script} = "' in pyproject, f"{script} is not a console script of the project"
     assert "-c constraints.txt" in runs and (ROOT / "constraints.txt").is_file()
+    # every folder of the distribution (pyproject's package-dir) is copied into the source tree the image installs
+    package_dirs = set(tomllib.loads(pyproject)["tool"]["setuptools"]["package-dir"].values())
+    copied = {
+        path.relative_to("/opt/sam-triton/src").as_posix()
+        for path in map(PurePosixPath, created)
+        if path.is_relative_to("/opt/sam-triton/src")
+    }
+    assert package_dirs <= copied, f"the Dockerfile does not copy {sorted(package_dirs - copied)}: `pip install .` would miss them"
 
 
 def test_dockerfile_pins_what_the_operator_table_describes():

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ast
 import itertools
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_PACKAGES = ("client", "build", "perf", "cli")
