@@ -20,6 +20,19 @@ IMAGES_DIR = Path(__file__).parent / "images"
 IMAGE_NAMES = ("truck", "dog", "groceries")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_key_directory(tmp_path_factory) -> Iterator[Path]:
+    """Servers' key files (client/transport/server_key.py) go to a folder of this run only.
+
+    The user's own folder may hold the key file of a server that died without removing it, on a
+    port a test's server or proxy gets again: a client on that port would send that stale key.
+    """
+    directory = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_RUNTIME_DIR", str(directory))
+        yield directory / "sam-triton"
+
+
 @pytest.fixture(scope="session")
 def images() -> Dict[str, np.ndarray]:
     """The real photos: name -> HxWx3 uint8 RGB."""
