@@ -1,4 +1,4 @@
-"""`sam-triton`: one parser over the commands export, build, serve, segment, demo, perf, soak.
+"""`sam-triton`: one parser over the commands export, build, serve, cluster, segment, demo, perf, soak.
 
 ``main(argv)`` is separate from parsing so tests can call it; configuration flows from the flags
 into one options object per command, never from globals. Each command's module declares its
@@ -15,7 +15,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from sam_triton.client import SamTritonError
 
-from . import arguments, build, demo, perf, segment, serve, soak
+from . import arguments, build, cluster, demo, perf, segment, serve, soak
 
 log = logging.getLogger("sam_triton")
 
@@ -39,6 +39,12 @@ COMMANDS: Dict[str, Command] = {
         serve.run,
         "Serve a model repository with tritonserver until Ctrl-C or SIGTERM.",
         "Start tritonserver (the embedded one from nvidia-pytriton unless --tritonserver is given), wait until every model is READY, print the gRPC address, and shut down cleanly on Ctrl-C or SIGTERM.",
+    ),
+    "cluster": (
+        cluster.add_arguments,
+        cluster.run,
+        "Serve a repository from N tritonserver replicas behind a session-affine gateway (Envoy), on this machine.",
+        "Start N embedded tritonservers of one repository on free loopback ports and Envoy in front with the gateway configuration Kubernetes uses (sessions hashed on the 'sam-route' header, health checks, retries); Ctrl-C or SIGTERM drains every replica and stops them all.",
     ),
     "segment": (
         segment.add_arguments,

@@ -34,6 +34,9 @@ LABEL_BOX_BOTTOM_RIGHT = 3
 ENCODER_MODEL = "sam_encoder"
 DECODER_MODEL = "sam_decoder"
 ENSEMBLE_MODEL = "sam"
+#: The gRPC header a gateway routes on: the client sends one key per session with every call of it,
+#: so all its calls reach the replica that holds its embedding (deploy/kubernetes/base/gateway/envoy.yaml).
+ROUTE_HEADER = "sam-route"
 
 
 @dataclass(frozen=True, kw_only=True)
