@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= build,serve,perf,test
+EXTRAS ?= build,serve,perf,cluster,test
 
 .PHONY: setup demo test perf-tools clean
 
