@@ -1,4 +1,5 @@
-"""The Docker image's entrypoint: TensorRT engines for the GPU it runs on, cached, then exec tritonserver.
+"""The Docker image's entrypoint: TensorRT engines for the GPU it runs on (or, with ``--runtime
+openvino``, the CPU repository), cached, then exec tritonserver.
 
 Engines are specific to the GPU model and the TensorRT version, so the image ships none. On start
 it computes a key from (GPU, compute capability, TensorRT version, checkpoint hash, precision and
@@ -6,6 +7,12 @@ FP32 groups, limits and repository options) and looks for ``<cache>/engines/<key
 in the mounted cache. A repository there whose plans pass the stale-plan check is reused; any other
 is (re)built. With ``--repository`` a prebuilt repository is served as it is, or refused if stale.
 Then this process becomes tritonserver (``os.execvp``), so signals reach Triton directly.
+
+``--runtime openvino`` (Kubernetes' CPU overlay, any machine without a GPU) writes the embedded
+default's repository, python-backend models running OpenVINO, into
+``<cache>/repositories/<key>/model_repository`` keyed by weights, options and exporter, and marks
+it complete only once written, so a pod killed mid-build rebuilds instead of serving half a
+repository. Its python stubs import this image's venv (``tritonserver_environment``).
 
     docker run --gpus all -v $PWD/checkpoints:/checkpoints:ro -v sam-trt-cache:/cache -p 8001:8001 \\
         sam-triton --checkpoint /checkpoints/sam_vit_h_4b8939.pth [-- extra tritonserver flags]
@@ -23,6 +30,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from sam_triton.build.models.presets import DEFAULT_SEED, PRESETS
 from sam_triton.build.repository.assemble import RepositoryOptions
 from sam_triton.build.repository.stale_plans import StalePlanError, ensure_plans_fresh
 from sam_triton.build.server.restricted_apis import RESTRICTABLE_APIS, restricted, restriction_args, server_key
@@ -37,7 +45,9 @@ log = logging.getLogger("sam_triton.container")
 DEFAULT_CACHE = "/cache"
 
 
-CONTAINER_ONLY = ("checkpoint", "repository", "cache_dir", "tritonserver", "unrestricted_api")
+CONTAINER_ONLY = ("checkpoint", "preset", "seed", "runtime", "repository", "cache_dir", "tritonserver", "unrestricted_api")
+CONTAINER_RUNTIMES = ("tensorrt", "openvino")
+COMPLETE_MARKER = ".complete"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,12 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", type=Path, default=os.environ.get("SAM_CHECKPOINT"), help="The SAM checkpoint to serve (default: $SAM_CHECKPOINT)."
     )
     parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help="Seeded random weights of this architecture instead of a checkpoint (tests, smoke runs)."
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="The seed of --preset's random weights.")
+    parser.add_argument(
+        "--runtime",
+        choices=CONTAINER_RUNTIMES,
+        default=os.environ.get("SAM_RUNTIME", "tensorrt"),
+        help="tensorrt: engines for this GPU (the default, or $SAM_RUNTIME); openvino: the CPU repository (no GPU needed).",
+    )
+    parser.add_argument(
         "--repository",
         type=Path,
         help="Serve this prebuilt tensorrt repository instead of building one; it is refused if its plans are stale.",
     )
     a.add_cache_argument(parser, default=Path(os.environ.get("SAM_TRITON_CACHE", DEFAULT_CACHE)))
-    a.add_precision_argument(parser, runtimes=("tensorrt",), default=os.environ.get("SAM_PRECISION", DEFAULT_PRECISION))
+    a.add_precision_argument(parser, runtimes=CONTAINER_RUNTIMES, default=os.environ.get("SAM_PRECISION"))
     a.add_limit_arguments(parser)
     a.add_instance_arguments(parser)
     a.add_tensorrt_arguments(parser)
@@ -68,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="Open this Triton API to every client (repeatable). By default the shared-memory and model-repository"
         " APIs answer only requests carrying the key in $SAM_TRITON_API_KEY (a random key nobody knows when unset).",
     )
-    parser.set_defaults(runtime="tensorrt")
     return parser
 
 
@@ -112,7 +131,7 @@ def rebuild_argv(args: argparse.Namespace, repository: Path) -> List[str]:
         "--repository",
         str(repository),
         "--precision",
-        args.precision,
+        args.precision or DEFAULT_PRECISION,
         *a.argv_of(build_parser(), args, skip=CONTAINER_ONLY + ("precision",)),
     ]
 
@@ -122,17 +141,17 @@ def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeId
 
     ``identity`` is this machine's TensorRT version and GPU (default: asked of TensorRT and CUDA).
     """
-    from sam_triton.build.export.pipeline import ModelChoice, exporter_id, prepare_onnx
+    from sam_triton.build.export.pipeline import exporter_id, prepare_onnx
     from sam_triton.build.repository.tensorrt_repository import build_tensorrt_repository, rebuild_command
     from sam_triton.build.tensorrt.engine import runtime_identity
 
+    if args.runtime == "openvino":
+        return prepare_cpu_repository(args)
     identity = identity or runtime_identity()
     if args.repository is not None:
         ensure_plans_fresh(args.repository, runtime=identity)
         return args.repository
-    if args.checkpoint is None:
-        raise ValueError("--checkpoint: no checkpoint given; mount one and pass --checkpoint /checkpoints/FILE.pth (or set SAM_CHECKPOINT)")
-    choice = ModelChoice(checkpoint=args.checkpoint)
+    choice = model_choice(args)
     weights = choice.weights_id()
     options = a.repository_options(args)
     engine = a.engine_options(args)
@@ -157,6 +176,50 @@ def prepare_repository(args: argparse.Namespace, *, identity: Optional[RuntimeId
         command=rebuild_command(rebuild_argv(args, repository)),
     )
     return repository
+
+
+def model_choice(args: argparse.Namespace):
+    from sam_triton.build.export.pipeline import ModelChoice
+
+    if args.checkpoint is None and args.preset is None:
+        raise ValueError("--checkpoint: no checkpoint given; mount one and pass --checkpoint /checkpoints/FILE.pth (or set SAM_CHECKPOINT)")
+    return ModelChoice(checkpoint=None if args.preset else args.checkpoint, model_type=args.preset, seed=args.seed)
+
+
+def prepare_cpu_repository(args: argparse.Namespace) -> Path:
+    """The openvino repository of these weights and options: reused from the cache when complete, else written."""
+    from sam_triton.build.export.pipeline import exporter_id, prepare_onnx
+    from sam_triton.build.repository.assemble import assemble
+
+    if args.repository is not None:
+        return args.repository
+    a.check_precision(args)
+    choice = model_choice(args)
+    options = a.repository_options(args)
+    text = json.dumps(
+        {"weights": choice.weights_id(), "repository": asdict(options), "exporter": exporter_id()}, sort_keys=True, default=str
+    )
+    folder = Path(args.cache_dir) / "repositories" / hashlib.sha256(text.encode()).hexdigest()[:16]
+    repository = folder / "model_repository"
+    if (folder / COMPLETE_MARKER).is_file():
+        log.info("reusing the openvino repository in %s", repository)
+        return repository
+    (folder / COMPLETE_MARKER).unlink(missing_ok=True)
+    onnx_dir, _manifest = prepare_onnx(choice, cache_dir=Path(args.cache_dir))
+    assemble(repository, options, onnx_dir=onnx_dir)
+    (folder / COMPLETE_MARKER).write_text(text)
+    return repository
+
+
+def tritonserver_environment(environ: Optional[dict] = None) -> dict:
+    """The environment tritonserver runs in: python-backend stubs (a separate interpreter) must find
+    this venv's packages (OpenVINO, ONNX Runtime, numpy), so its site-packages go on PYTHONPATH."""
+    import sysconfig
+
+    env = dict(os.environ if environ is None else environ)
+    site = sysconfig.get_paths()["purelib"]
+    env["PYTHONPATH"] = os.pathsep.join([site] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
 
 
 def tritonserver_command(args: argparse.Namespace, repository: Path, triton_args: Sequence[str], *, key: str) -> List[str]:
@@ -192,7 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = tritonserver_command(args, repository, triton_args, key=key)
     log.info("exec %s", " ".join(command).replace(key, "<key>"))
     sys.stdout.flush()
-    os.execvp(command[0], command)
+    os.execvpe(command[0], command, tritonserver_environment())
     return 0  # not reached
 
 
