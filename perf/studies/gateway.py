@@ -35,6 +35,8 @@ from sam_triton.client import SamClient
 from sam_triton.client.contract import ROUTE_HEADER
 from sam_triton.client.images import load_image
 
+from .nginx_front import NginxFront
+
 IMAGES = Path(__file__).resolve().parents[2] / "tests" / "images"
 
 
@@ -58,18 +60,59 @@ def placement(cluster: Cluster, since: int, path: str, expected: int) -> Dict[st
         time.sleep(0.2)
 
 
-def ping(cluster: Cluster, keys: Sequence[str]) -> Dict[str, str]:
+def ping(cluster: Cluster, keys: Sequence[str], front: Optional[NginxFront] = None) -> Dict[str, str]:
+    """One ServerReady call per key through the gateway (or through ``front``); key -> the replica that answered."""
     import tritonclient.grpc as grpcclient
 
-    since = len(gw.read_access_log(cluster.run_dir / "access.log"))
-    with grpcclient.InferenceServerClient(cluster.url) as raw:
+    since = len(gw.read_access_log(cluster.run_dir / "access.log")) if front is None else len(front.calls())
+    with grpcclient.InferenceServerClient(front.url if front else cluster.url) as raw:
         for key in keys:
             raw.is_server_ready(headers={ROUTE_HEADER: key})
-    return {key: hosts[-1] for key, hosts in placement(cluster, since, "ServerReady", len(keys)).items()}
+    if front is None:
+        return {key: hosts[-1] for key, hosts in placement(cluster, since, "ServerReady", len(keys)).items()}
+    names = {url: name for name, url in cluster.replica_urls.items()}
+    return {call.route: names[call.upstream] for call in front.calls()[since:] if call.upstream in names}
+
+
+def seconds_until_routed_back(cluster: Cluster, key: str, front: Optional[NginxFront], index: int, timeout_s: float = 30) -> float:
+    """From the moment replica ``index`` is READY again: how long until the gateway sends ``key`` (one of
+    its keys) to it. Envoy routes by its health checks (read from its admin), nginx by its fail_timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if front is None:
+            if cluster.gateway.host_health().get(cluster.server_configs[index].grpc_url):
+                return time.monotonic() - started
+        elif ping(cluster, [key], front).get(key) == cluster.names[index]:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return float("inf")
+
+
+def measure_front(cluster: Cluster, keys: Sequence[str], front: Optional[NginxFront]) -> Dict[str, Any]:
+    """Share per replica, keys moved when triton-1 dies, time and keys back when it returns."""
+    before = ping(cluster, keys, front)
+    victim = cluster.names[1]
+    cluster.kill(1)
+    cluster.gateway.wait_for_health({cluster.server_configs[1].grpc_url: False})
+    during = ping(cluster, keys, front)
+    cluster._start_replica(1)  # READY on its old ports; the gateway has not been told
+    back_s = seconds_until_routed_back(cluster, next(k for k in keys if before[k] == victim), front, 1)
+    cluster.gateway.wait_for_health({cluster.server_configs[1].grpc_url: True})
+    time.sleep(0 if front is None else 11)  # nginx: every key's fail_timeout has run out
+    after = ping(cluster, keys, front)
+    return {
+        "share_pct": {name: round(100 * n / len(keys), 1) for name, n in sorted(Counter(before.values()).items())},
+        "keys_of_the_dead_replica": sum(before[k] == victim for k in keys),
+        "live_keys_moved_by_the_death": sum(before[k] != victim and during.get(k) != before[k] for k in keys),
+        "keys_still_sent_to_the_dead_replica": sum(during.get(k) == victim for k in keys),
+        "seconds_until_the_returned_replica_gets_its_keys": round(back_s, 2),
+        "keys_back_on_their_replica_after_return": sum(after.get(k) == before[k] for k in keys),
+        "keys": len(keys),
+    }
 
 
 def keys_part(repository: Path, cache_dir: Optional[Path], count: int = 600) -> Dict[str, Any]:
-    """Where route keys land and which move, per hashing policy."""
+    """Where route keys land and which move: Envoy with Maglev (the gateway file) and ring_hash, and nginx."""
     import yaml
 
     keys = [f"key-{i}" for i in range(count)]
@@ -81,22 +124,16 @@ def keys_part(repository: Path, cache_dir: Optional[Path], count: int = 600) -> 
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         cluster = start(repository, 3, path, cache_dir)
         try:
-            before = ping(cluster, keys)
-            victim = cluster.names[1]
-            cluster.kill(1)
-            cluster.gateway.wait_for_health({cluster.server_configs[1].grpc_url: False})
-            during = ping(cluster, keys)
-            cluster.restart(1)
-            after = ping(cluster, keys)
+            results[f"envoy_{policy.lower()}"] = measure_front(cluster, keys, None)
+            if policy == "MAGLEV":  # nginx in front of the same replicas
+                front = NginxFront(list(cluster.replica_urls.values()), Path(tempfile.mkdtemp(prefix="nginx-"))).start()
+                try:
+                    results["nginx_hash_consistent"] = measure_front(cluster, keys, front)
+                finally:
+                    front.stop()
         finally:
             cluster.stop()
-        results[policy.lower()] = {
-            "share": {name: round(100 * n / count, 1) for name, n in sorted(Counter(before.values()).items())},
-            "keys_of_the_dead_replica": sum(before[k] == victim for k in keys),
-            "live_keys_moved_by_the_death": sum(before[k] != victim and during[k] != before[k] for k in keys),
-            "keys_back_on_their_replica_after_return": sum(after[k] == before[k] for k in keys),
-            "keys": count,
-        }
+        print(json.dumps(results, indent=1), flush=True)
     return results
 
 
