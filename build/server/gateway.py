@@ -111,9 +111,8 @@ def local_config(
             entry["typed_config"]["@type"] = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
             entry["typed_config"]["path"] = str(access_log)
     cluster = _cluster(local)
+    cluster.pop("cluster_type", None)  # the DNS cluster of Kubernetes' names
     cluster["type"] = "STATIC"
-    for key in ("dns_refresh_rate", "respect_dns_ttl"):
-        cluster.pop(key, None)
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
         {
             "endpoint": {"address": {"socket_address": {"address": u.host, "port_value": u.port}}},
@@ -146,13 +145,14 @@ def read_access_log(path: Path) -> List[Routed]:
     return [Routed(m["path"], m["route"], m["upstream"], m["grpc"]) for m in map(ACCESS_LINE.match, lines) if m]
 
 
-def validate(path: Path, *, binary: Optional[Path] = None) -> None:
-    """``envoy --mode validate``: raises GatewayError with Envoy's reason when the file is refused."""
+def validate(path: Path, *, binary: Optional[Path] = None) -> str:
+    """``envoy --mode validate``: Envoy's output; raises GatewayError with Envoy's reason when the file is refused."""
     result = subprocess.run(
         [str(binary or envoy_binary()), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120
     )
     if result.returncode != 0:
         raise GatewayError(f"Envoy refused {path}:\n{(result.stdout + result.stderr)[-3000:]}")
+    return result.stdout + result.stderr
 
 
 class Gateway:
