@@ -3,6 +3,7 @@ runtime's config parses as Triton's ModelConfig with the contract's tensors and 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from sam_triton.build.repository.model_config import config_text
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits
 
-CHECKED_IN = Path(__file__).resolve().parents[1] / "model_repository"
+from .helpers import CHECKED_IN, checked_in_snapshot
+
 ARTIFACTS = (".onnx", ".onnx.data", ".plan")
 MODEL_SPECS = {
     contract.ENCODER_MODEL: (contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS),
@@ -99,6 +101,11 @@ def test_every_config_is_the_printed_model_config_message(name, options):
         assert message.name == path.split("/")[0]
         assert [t.name for t in message.input] == [s.name for s in MODEL_SPECS[message.name][0]]
         assert [t.name for t in message.output] == [s.name for s in MODEL_SPECS[message.name][1]]
+    # The python model declares no contract number: the labels it accepts are a parameter (the image size, the image input's dims).
+    decoder = _parse(configs["sam_decoder/config.pbtxt"])
+    if options.decoder_spec.python_model:
+        labels = json.loads(decoder.parameters["point_labels"].string_value)
+        assert {int(value): meaning for value, meaning in labels.items()} == contract.LABEL_MEANINGS
 
 
 def test_server_reports_the_contract(grpc_url):
@@ -154,11 +161,6 @@ def test_a_rebuild_for_another_runtime_leaves_only_its_files(tmp_path, tiny_onnx
     assemble(repository, RepositoryOptions(runtime="openvino"), onnx_dir=tiny_onnx[0])  # and back to the default
     assert _files(repository) == sorted(CONFIGS + ONNX + PYTHON_MODELS + ["someone_elses_model/config.pbtxt"])
     assert (repository / "someone_elses_model" / "1").is_dir()
-
-
-def checked_in_snapshot():
-    """Every file of the checked-in model_repository/ with its bytes and mtime: what no command may change."""
-    return {p.relative_to(CHECKED_IN).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in CHECKED_IN.rglob("*") if p.is_file()}
 
 
 def test_build_writes_the_default_repository_in_the_cache_not_the_checkout(tmp_path, cache_dir, tiny_onnx, capsys):

@@ -21,7 +21,16 @@ from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 from ..export.exporter import DECODER_FILE, ENCODER_FILE
 from ..tensorrt.precision import PRECISIONS as TENSORRT_PRECISIONS
 from ..tensorrt.profiles import MODEL_INPUTS, model_profiles
-from .model_config import ModelConfig, add_cuda_graphs, add_warmup, config_text, ensemble_config, limit_parameters, model_config
+from .model_config import (
+    ModelConfig,
+    add_cuda_graphs,
+    add_warmup,
+    config_text,
+    ensemble_config,
+    label_parameters,
+    limit_parameters,
+    model_config,
+)
 from .openvino_options import DEFAULT_DECODER_ENGINE, OpenVinoOptions
 from .openvino_options import PRECISIONS as OPENVINO_PRECISIONS
 
@@ -214,7 +223,11 @@ def config_files(options: RepositoryOptions) -> Dict[str, str]:
             instance_count=options.decoder_instances,
             instance_kind=options.instance_kind or decoder.instance_kind,
             queue_delay_us=options.decoder_queue_delay_us,
-            parameters={**_runtime_parameters(options, decoder), **limit_parameters(options.limits)},
+            parameters={
+                **_runtime_parameters(options, decoder),
+                **limit_parameters(options.limits),
+                **(label_parameters() if decoder.python_model else {}),
+            },
             triton_batching=batching,
         ),
         contract.ENSEMBLE_MODEL: ensemble_config(options.limits, triton_batching=batching),

@@ -11,6 +11,7 @@ back the same way, for every module that asks what a repository serves.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Dict, Iterable, Sequence, Tuple
 
@@ -95,6 +96,11 @@ def ensemble_config(limits: Limits, triton_batching: bool = True) -> ModelConfig
 def limit_parameters(limits: Limits) -> Dict[str, str]:
     """The decoder's prompt limits, published in its config for clients and the python model."""
     return {"max_prompts": str(limits.max_prompts), "max_points": str(limits.max_points)}
+
+
+def label_parameters() -> Dict[str, str]:
+    """The point labels the python model accepts, value -> meaning as JSON (the contract's ``LABEL_MEANINGS``)."""
+    return {"point_labels": json.dumps({str(value): meaning for value, meaning in contract.LABEL_MEANINGS.items()})}
 
 
 def add_warmup(config: ModelConfig, specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequence[int]]) -> None:
