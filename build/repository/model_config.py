@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterable, Sequence, Tuple
+from typing import Any, Dict, Iterable, Mapping, Sequence, Tuple
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
@@ -21,7 +21,8 @@ from tritonclient.grpc import model_config_pb2 as pb
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits, TensorSpec
 
-ModelConfig = pb.ModelConfig
+#: tritonclient's model_config_pb2.ModelConfig, for annotations (tritonclient ships no type information).
+ModelConfig = Any
 
 
 def _data_type(spec: TensorSpec) -> int:
@@ -59,7 +60,7 @@ def model_config(
     dims (-1), with no dynamic batcher: the same tensors on the wire, for backends that cannot
     take a variable Triton batch (Triton's openvino backend fixes it at max_batch_size).
     """
-    config = ModelConfig(name=name, max_batch_size=limits.max_batch_size if triton_batching else 0)
+    config = pb.ModelConfig(name=name, max_batch_size=limits.max_batch_size if triton_batching else 0)
     for field, value in runtime_fields:
         setattr(config, field, value)
     _add_tensors(config.input, inputs, not triton_batching)
@@ -85,7 +86,9 @@ def ensemble_config(limits: Limits, triton_batching: bool = True) -> ModelConfig
 
     ``triton_batching`` must match its models' (see ``model_config``).
     """
-    config = ModelConfig(name=contract.ENSEMBLE_MODEL, platform="ensemble", max_batch_size=limits.max_batch_size if triton_batching else 0)
+    config = pb.ModelConfig(
+        name=contract.ENSEMBLE_MODEL, platform="ensemble", max_batch_size=limits.max_batch_size if triton_batching else 0
+    )
     _add_tensors(config.input, contract.ENSEMBLE_INPUTS, not triton_batching)
     _add_tensors(config.output, contract.ENSEMBLE_OUTPUTS, not triton_batching)
     _add_step(config, contract.ENCODER_MODEL, contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS)
@@ -103,7 +106,7 @@ def label_parameters() -> Dict[str, str]:
     return {"point_labels": json.dumps({str(value): meaning for value, meaning in contract.LABEL_MEANINGS.items()})}
 
 
-def add_warmup(config: ModelConfig, specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequence[int]]) -> None:
+def add_warmup(config: ModelConfig, specs: Sequence[TensorSpec], opt_shapes: Mapping[str, Sequence[int]]) -> None:
     """``model_warmup``: one zero-filled request at the optimized shape (batch dim first in ``opt_shapes``).
 
     Triton runs it before the model is READY, so the first user request is not the one that pays
@@ -117,7 +120,7 @@ def add_warmup(config: ModelConfig, specs: Sequence[TensorSpec], opt_shapes: Dic
         warmup.inputs[spec.name].CopyFrom(pb.ModelWarmup.Input(data_type=_data_type(spec), dims=opt_shapes[spec.name][1:], zero_data=True))
 
 
-def add_cuda_graphs(config: ModelConfig, specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequence[int]], max_batch_size: int) -> None:
+def add_cuda_graphs(config: ModelConfig, specs: Sequence[TensorSpec], opt_shapes: Mapping[str, Sequence[int]], max_batch_size: int) -> None:
     """``optimization { cuda { graphs } }`` with one captured graph per batch size at the optimized shape.
 
     TensorRT's backend replays a graph only for the exact shapes it was captured with, so each
@@ -140,7 +143,7 @@ def config_text(config: ModelConfig) -> str:
 def parse_config(text: str) -> ModelConfig:
     """config.pbtxt text -> Triton's ModelConfig message (tritonclient's copy of it); ValueError if it does not parse."""
     try:
-        return text_format.Parse(text, ModelConfig())
+        return text_format.Parse(text, pb.ModelConfig())
     except text_format.ParseError as exc:
         raise ValueError(f"config.pbtxt does not parse: {exc}") from exc
 
