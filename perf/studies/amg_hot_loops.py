@@ -181,9 +181,9 @@ def compare(args: argparse.Namespace) -> Dict[str, Any]:
     summary["same_outputs"] = all(
         summary["before"][k] == summary["after"][k] for k in ("generate_digest", "nms_digest", "small_regions_digest")
     )
-    command = "python perf/studies/amg_hot_loops.py " + " ".join(sys.argv[1:])
+    invocation = "python perf/studies/amg_hot_loops.py " + " ".join(sys.argv[1:])
     return {
-        "command": command,
+        "command": invocation,
         "settings": SETTINGS,
         "rounds": args.rounds,
         "runs_per_round": args.runs,
