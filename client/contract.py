@@ -29,6 +29,14 @@ LABEL_BACKGROUND = 0
 LABEL_FOREGROUND = 1
 LABEL_BOX_TOP_LEFT = 2
 LABEL_BOX_BOTTOM_RIGHT = 3
+#: Every point label and what it means (the python models' error messages name them).
+LABEL_MEANINGS = {
+    LABEL_PADDING: "padding",
+    LABEL_BACKGROUND: "background",
+    LABEL_FOREGROUND: "foreground",
+    LABEL_BOX_TOP_LEFT: "box top-left",
+    LABEL_BOX_BOTTOM_RIGHT: "box bottom-right",
+}
 
 #: Triton's model names.
 ENCODER_MODEL = "sam_encoder"

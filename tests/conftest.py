@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 
 from sam_triton.build.repository.assemble import RepositoryOptions, assemble
-from sam_triton.build.server.tritonserver import ServerConfig, TritonServer
 from sam_triton.client.images import load_image
 
-IMAGES_DIR = Path(__file__).parent / "images"
-IMAGE_NAMES = ("truck", "dog", "groceries")
+from .helpers import IMAGE_NAMES, IMAGES_DIR, serving
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,25 +57,10 @@ def tiny_onnx(cache_dir, tiny_sam):
     return prepare_onnx(ModelChoice(model_type="tiny"), cache_dir=cache_dir, check_image=IMAGES_DIR / "truck.jpg")
 
 
-def start_server(repository: Path, cache_dir: Path, log_path: Path, **overrides) -> TritonServer:
-    config = ServerConfig.on_free_ports(repository, **overrides)
-    return TritonServer(config, log_path=log_path, cache_dir=cache_dir).start()
-
-
 @pytest.fixture(scope="session")
 def python_repository(tmp_path_factory, tiny_onnx) -> Path:
     repository = tmp_path_factory.mktemp("repo") / "model_repository"
     return assemble(repository, RepositoryOptions(runtime="python"), onnx_dir=tiny_onnx[0])
-
-
-def serving(request, repository: Path, cache_dir: Path, log_path: Path) -> Iterator[TritonServer]:
-    """For fixtures: start a tritonserver, yield it, stop it, and print its log if a test failed meanwhile."""
-    srv = start_server(repository, cache_dir, log_path)
-    failed_before = request.session.testsfailed
-    yield srv
-    srv.stop()
-    if request.session.testsfailed > failed_before:
-        print(f"\n--- tritonserver log ({log_path}) ---\n{srv.log_tail(20000)}")
 
 
 @pytest.fixture(scope="session")

@@ -39,12 +39,13 @@ def test_nms_matches_torchvision(count):
         boxes[: count // 4] = boxes[0]  # exact duplicates
     scores = rng.choice(np.linspace(0, 1, 7), count).astype(np.float32)  # many ties
     for threshold in (0.0, 0.3, 0.7, 1.0):
-        ours = amg_geometry.nms(boxes, scores, threshold)
         ref = batched_nms(torch.as_tensor(boxes).float(), torch.as_tensor(scores), torch.zeros(count), threshold).numpy()
-        assert sorted(ours.tolist()) == sorted(ref.tolist())
-        assert np.all(np.diff(scores[ours]) <= 0)
-        if count <= 1000:  # torchvision's single pass: the same order
-            assert ours.tolist() == ref.tolist()
+        for block in (3, 256):  # blocks of 3 cross many block boundaries; 256 is generate's
+            ours = amg_geometry.nms(boxes, scores, threshold, block=block)
+            assert sorted(ours.tolist()) == sorted(ref.tolist())
+            assert np.all(np.diff(scores[ours]) <= 0)
+            if count <= 1000:  # torchvision's single pass: the same order
+                assert ours.tolist() == ref.tolist()
 
 
 def test_boxes_rle_area_and_stability_match_sam():

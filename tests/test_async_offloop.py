@@ -15,7 +15,7 @@ from PIL import Image
 from sam_triton.client import AsyncSamClient, SamClient
 from sam_triton.client.predictor.requests import UPSAMPLE_CHUNK_BYTES
 
-from .conftest import IMAGES_DIR
+from .helpers import IMAGES_DIR
 
 #: A 12 MP photo: the truck (1800x1200) upsampled to 4000x3000, as a phone takes them.
 BIG_SIZE = (4000, 3000)

@@ -19,20 +19,14 @@ from sam_triton.client import SamClient
 from sam_triton.client.contract import DEFAULT_LIMITS
 from sam_triton.client.predictor.transforms import apply_coords
 
-from .conftest import serving
-from .test_fidelity import IOU_ABS, LOGITS_REL_L2
+from .fidelity_checks import IOU_ABS, LOGITS_REL_L2
+from .helpers import serving, triton_inputs
 from .triton_counts import settled
 
 #: The batching test's server lets sam_decoder wait up to a minute for a full batch (max_batch_size
 #: requests), so concurrent requests are merged whatever the threads' timing; with the default
 #: 500 us delay only those that happen to queue together are, which no test can count on.
 PATIENT_QUEUE_DELAY_US = 60_000_000
-
-
-def _input(name, array):
-    item = grpcclient.InferInput(name, list(array.shape), {"float32": "FP32"}[str(array.dtype)])
-    item.set_data_from_numpy(array)
-    return item
 
 
 def test_several_prompts_in_one_decoder_request(grpc_url, images, predictor_for):
@@ -45,13 +39,15 @@ def test_several_prompts_in_one_decoder_request(grpc_url, images, predictor_for)
     coords[0, :, 0] = apply_coords(clicks, (h, w))
     labels = np.tile(np.array([1, -1], np.float32), (1, len(clicks), 1))
     embedding = predictor.get_image_embedding().numpy()
-    inputs = [
-        _input("image_embeddings", embedding),
-        _input("point_coords", coords),
-        _input("point_labels", labels),
-        _input("mask_input", np.zeros((1, len(clicks), 1, 256, 256), np.float32)),
-        _input("has_mask_input", np.zeros((1, len(clicks)), np.float32)),
-    ]
+    inputs = triton_inputs(
+        {
+            "image_embeddings": embedding,
+            "point_coords": coords,
+            "point_labels": labels,
+            "mask_input": np.zeros((1, len(clicks), 1, 256, 256), np.float32),
+            "has_mask_input": np.zeros((1, len(clicks)), np.float32),
+        }
+    )
     with grpcclient.InferenceServerClient(grpc_url) as raw:
         result = raw.infer("sam_decoder", inputs, client_timeout=60)
     iou, low_res = result.as_numpy("iou_predictions"), result.as_numpy("low_res_masks")

@@ -14,7 +14,7 @@ import pytest
 from sam_triton.build.server.tritonserver import free_port
 from sam_triton.cli.main import main
 
-from .conftest import IMAGES_DIR
+from .helpers import IMAGES_DIR
 
 
 def test_help_lists_every_command(capsys):

@@ -25,7 +25,7 @@ from sam_triton.client import (
 )
 from sam_triton.perf.studies.wire_proxy import CountingProxy
 
-from .conftest import start_server
+from .helpers import start_server
 from .shm_status import server_regions, shm_segments
 
 CLICK = dict(point_coords=np.array([[400, 260]]), point_labels=np.array([1]))

@@ -13,8 +13,7 @@ from PIL import Image
 
 from sam_triton.cli.main import main
 
-from .conftest import IMAGES_DIR
-from .test_repository import checked_in_snapshot
+from .helpers import IMAGES_DIR, checked_in_snapshot
 
 
 def test_demo_command_writes_masks_overlays_and_scores(tmp_path, cache_dir, tiny_onnx):

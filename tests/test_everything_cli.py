@@ -8,7 +8,7 @@ from PIL import Image
 
 from sam_triton.cli.main import main
 
-from .conftest import IMAGES_DIR
+from .helpers import IMAGES_DIR
 
 
 def test_segment_everything_writes_an_overlay_and_the_masks(grpc_url, tmp_path, capsys):

@@ -14,7 +14,7 @@ from PIL import Image
 from sam_triton.cli.main import main
 from sam_triton.client.images import load_image
 
-from .conftest import IMAGES_DIR
+from .helpers import IMAGES_DIR
 
 ORIENTATION_TAG = 0x0112
 #: EXIF orientation -> how the camera stored the upright picture (the viewer undoes it):

@@ -153,3 +153,42 @@ def test_cycle_finder_finds_a_cycle():
     """The cycle check above can fail: a two-package loop is reported."""
     assert _cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def imported_test_modules(source: str, path: Path) -> List[str]:
+    """The tests/ modules (dotted, from tests/) that test module ``path`` imports, relative imports resolved."""
+    package = list(path.relative_to(ROOT).parent.parts)
+    found = []
+    for node in ast.walk(ast.parse(source, str(path))):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = base + (node.module.split(".") if node.module else [])
+            found += [".".join(module)] + [".".join(module + [alias.name]) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+    return [name for name in found if name.startswith("tests.")]
+
+
+def _is_test_module(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith("test_") and (ROOT / (name.replace(".", "/") + ".py")).is_file()
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/helpers.py (or a helper module with a clear name), fixtures in conftest.py:
+    a test module importing another would run (or hide) that module's tests twice."""
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / "tests").rglob("test_*.py"))
+        for name in imported_test_modules(path.read_text(), path)
+        if _is_test_module(name)
+    ]
+    assert not offenders
+
+
+def test_the_test_import_check_can_fail():
+    path = ROOT / "tests" / "reliability" / "test_example.py"
+    source = "from ..test_layout import ROOT\nfrom . import test_bad_requests\nfrom ..helpers import CLICK\n"
+    assert [name for name in imported_test_modules(source, path) if _is_test_module(name)] == [
+        "tests.test_layout",
+        "tests.reliability.test_bad_requests",
+    ]

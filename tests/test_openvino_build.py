@@ -12,6 +12,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from sam_triton.build.repository.assemble import RepositoryOptions, config_files
+from sam_triton.build.repository.model_config import label_parameters
 from sam_triton.build.repository.openvino_options import OpenVinoOptions, bf16_problem, cpu_capabilities, require_native_bf16
 from sam_triton.cli.main import main
 
@@ -38,7 +39,13 @@ def test_openvino_runtime_runs_the_encoder_on_openvino_and_the_decoder_on_onnxru
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": "2",
     }
-    assert _params(decoder) == {"engine": "onnxruntime", "intra_op_num_threads": "2", "max_prompts": "64", "max_points": "16"}
+    assert _params(decoder) == {
+        "engine": "onnxruntime",
+        "intra_op_num_threads": "2",
+        "max_prompts": "64",
+        "max_points": "16",
+        **label_parameters(),
+    }
     assert files["sam_encoder/1/model.py"] == files["sam_decoder/1/model.py"]  # one template, two engines
     assert encoder.max_batch_size == decoder.max_batch_size == configs["sam"].max_batch_size == 8
 

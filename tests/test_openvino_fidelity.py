@@ -28,8 +28,7 @@ from sam_triton.client import SamClient
 from sam_triton.client.predictor.transforms import prepare_image
 from sam_triton.perf.studies.fidelity import PROMPT_KINDS, markdown_table, measure
 
-from .conftest import serving
-from .test_fidelity import (  # noqa: F401  (re-run here)
+from .fidelity_checks import (  # noqa: F401  (re-run here)
     IOU_ABS,
     LOGITS_REL_L2,
     MASK_AGREEMENT,
@@ -37,6 +36,7 @@ from .test_fidelity import (  # noqa: F401  (re-run here)
     test_second_pass_with_mask_input,
     test_segment_through_ensemble_matches_sampredictor,
 )
+from .helpers import serving, triton_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "studies" / "openvino_fidelity.json"
@@ -124,13 +124,7 @@ def test_streams_split_a_batch_and_answer_each_item_as_alone(openvino_bf16_serve
     prepared = [prepare_image(images[name]) for name in ("truck", "dog")]
 
     def encode(items):
-        inputs = []
-        for name, dtype, array in (
-            ("image", "UINT8", np.stack([p[0] for p in items])),
-            ("input_size", "INT32", np.stack([p[1] for p in items])),
-        ):
-            inputs.append(grpcclient.InferInput(name, list(array.shape), dtype))
-            inputs[-1].set_data_from_numpy(array)
+        inputs = triton_inputs({"image": np.stack([p[0] for p in items]), "input_size": np.stack([p[1] for p in items])})
         with grpcclient.InferenceServerClient(server.config.grpc_url) as raw:
             return raw.infer("sam_encoder", inputs, client_timeout=120).as_numpy("image_embeddings")
 

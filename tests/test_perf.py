@@ -42,7 +42,7 @@ from sam_triton.perf.benchmark.install import (
 )
 from sam_triton.perf.benchmark.workload import build_workload
 
-from .conftest import IMAGE_NAMES, IMAGES_DIR
+from .helpers import IMAGE_NAMES, IMAGES_DIR
 
 LABELS = (contract.ENCODER_MODEL, contract.DECODER_MODEL, SINGLE_CLICKS, contract.ENSEMBLE_MODEL)
 

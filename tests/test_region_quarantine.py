@@ -19,9 +19,8 @@ from sam_triton.build.export.verify import rel_l2
 from sam_triton.build.repository.assemble import RepositoryOptions, assemble
 from sam_triton.client import AsyncSamClient, RequestTimeoutError, SamClient
 
-from .conftest import serving
+from .helpers import CLICK, assert_same_answers, serving
 from .shm_status import server_regions, shm_segments
-from .test_transports import CLICK, assert_same_answers
 
 #: The abandoned call: 64 prompts in one decoder request (seconds on the tiny preset here);
 #: the next call: 16 prompts, which fit in the abandoned call's 64 MB logits region.

@@ -21,7 +21,7 @@ from sam_triton.client import AsyncSamClient, InvalidInputError, KeepAliveOption
 from sam_triton.client.transport.server_key import GRPC_HEADER, find_key
 
 from .grpc_recorder import RecordingProxy
-from .test_transports import CLICK, answers, assert_same_answers
+from .helpers import CLICK, answers, assert_same_answers
 from .tls_certs import issue
 
 HEADER_ECHO = Path(__file__).parent / "header_echo"

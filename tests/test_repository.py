@@ -3,6 +3,7 @@ runtime's config parses as Triton's ModelConfig with the contract's tensors and 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,18 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from sam_triton.build.repository.assemble import RUNTIMES, RepositoryOptions, assemble, config_files, write_configs
+from sam_triton.build.repository.model_config import config_text
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits
 
-CHECKED_IN = Path(__file__).resolve().parents[1] / "model_repository"
+from .helpers import CHECKED_IN, checked_in_snapshot
+
 ARTIFACTS = (".onnx", ".onnx.data", ".plan")
+MODEL_SPECS = {
+    contract.ENCODER_MODEL: (contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS),
+    contract.DECODER_MODEL: (contract.DECODER_INPUTS, contract.DECODER_OUTPUTS),
+    contract.ENSEMBLE_MODEL: (contract.ENSEMBLE_INPUTS, contract.ENSEMBLE_OUTPUTS),
+}
 
 
 def test_checked_in_repository_is_what_build_generates():
@@ -60,6 +68,44 @@ def test_configs_parse_and_follow_the_contract(runtime):
     assert decoder.parameters["max_points"].string_value == "8"
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["sam_encoder", "sam_decoder"]
     assert (decoder.dynamic_batching.max_queue_delay_microseconds > 0) == batching
+
+
+def _every_variant():
+    """(name, RepositoryOptions) for every runtime with every option that changes a config's fields."""
+    limits = Limits(max_batch_size=4, max_prompts=32, max_points=8)
+    for runtime, spec in sorted(RUNTIMES.items()):
+        yield f"{runtime}", RepositoryOptions(runtime=runtime)
+        yield (
+            f"{runtime}-sized",
+            RepositoryOptions(
+                runtime=runtime, limits=limits, encoder_instances=2, decoder_instances=3, intra_op_threads=2, decoder_queue_delay_us=9
+            ),
+        )
+        if spec.engine == "tensorrt":
+            yield f"{runtime}-cuda-graphs", RepositoryOptions(runtime=runtime, decoder_cuda_graphs=True)
+        else:
+            yield from (
+                (f"{runtime}-decoder-{e}", RepositoryOptions(runtime=runtime, decoder_engine=e)) for e in ("onnxruntime", "openvino")
+            )
+
+
+@pytest.mark.parametrize("name, options", list(_every_variant()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_config_is_the_printed_model_config_message(name, options):
+    """config.pbtxt is a printed ModelConfig: it parses, and printing the parsed message gives the same
+    text (no field the proto does not hold, none lost); the tensors are the contract's."""
+    configs = {path: text for path, text in config_files(options).items() if path.endswith("config.pbtxt")}
+    assert sorted(configs) == ["sam/config.pbtxt", "sam_decoder/config.pbtxt", "sam_encoder/config.pbtxt"]
+    for path, text in configs.items():
+        message = _parse(text)
+        assert config_text(message) == text, f"{name}: {path}"
+        assert message.name == path.split("/")[0]
+        assert [t.name for t in message.input] == [s.name for s in MODEL_SPECS[message.name][0]]
+        assert [t.name for t in message.output] == [s.name for s in MODEL_SPECS[message.name][1]]
+    # The python model declares no contract number: the labels it accepts are a parameter (the image size, the image input's dims).
+    decoder = _parse(configs["sam_decoder/config.pbtxt"])
+    if options.decoder_spec.python_model:
+        labels = json.loads(decoder.parameters["point_labels"].string_value)
+        assert {int(value): meaning for value, meaning in labels.items()} == contract.LABEL_MEANINGS
 
 
 def test_server_reports_the_contract(grpc_url):
@@ -115,11 +161,6 @@ def test_a_rebuild_for_another_runtime_leaves_only_its_files(tmp_path, tiny_onnx
     assemble(repository, RepositoryOptions(runtime="openvino"), onnx_dir=tiny_onnx[0])  # and back to the default
     assert _files(repository) == sorted(CONFIGS + ONNX + PYTHON_MODELS + ["someone_elses_model/config.pbtxt"])
     assert (repository / "someone_elses_model" / "1").is_dir()
-
-
-def checked_in_snapshot():
-    """Every file of the checked-in model_repository/ with its bytes and mtime: what no command may change."""
-    return {p.relative_to(CHECKED_IN).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in CHECKED_IN.rglob("*") if p.is_file()}
 
 
 def test_build_writes_the_default_repository_in_the_cache_not_the_checkout(tmp_path, cache_dir, tiny_onnx, capsys):

@@ -9,27 +9,7 @@ from tritonclient.utils import InferenceServerException
 
 from sam_triton.client import InvalidRequestError, SamClient
 
-
-def _inputs(arrays):
-    items = []
-    for name, array in arrays.items():
-        item = grpcclient.InferInput(name, list(array.shape), {"uint8": "UINT8", "int32": "INT32", "float32": "FP32"}[str(array.dtype)])
-        item.set_data_from_numpy(array)
-        items.append(item)
-    return items
-
-
-def _decoder_arrays(**overrides):
-    arrays = {
-        "image_embeddings": np.zeros((1, 256, 64, 64), np.float32),
-        "point_coords": np.full((1, 1, 2, 2), 100.0, np.float32),
-        "point_labels": np.array([[[1, -1]]], np.float32),
-        "mask_input": np.zeros((1, 1, 1, 256, 256), np.float32),
-        "has_mask_input": np.zeros((1, 1), np.float32),
-    }
-    arrays.update(overrides)
-    return arrays
-
+from .helpers import decoder_arrays, triton_inputs
 
 BAD_REQUESTS = {
     "input_size zero": (
@@ -44,13 +24,13 @@ BAD_REQUESTS = {
     ),
     "nan coordinates": (
         "sam_decoder",
-        _decoder_arrays(point_coords=np.full((1, 1, 2, 2), np.nan, np.float32)),
+        decoder_arrays(point_coords=np.full((1, 1, 2, 2), np.nan, np.float32)),
         "input 'point_coords': contains NaN or infinity",
     ),
-    "bad label": ("sam_decoder", _decoder_arrays(point_labels=np.array([[[7, -1]]], np.float32)), "input 'point_labels': got values [7.0]"),
+    "bad label": ("sam_decoder", decoder_arrays(point_labels=np.array([[[7, -1]]], np.float32)), "input 'point_labels': got values [7.0]"),
     "mismatched prompts": (
         "sam_decoder",
-        _decoder_arrays(has_mask_input=np.zeros((1, 3), np.float32)),
+        decoder_arrays(has_mask_input=np.zeros((1, 3), np.float32)),
         "input 'has_mask_input': leading dims [1, 3] do not match point_coords [1, 1]",
     ),
 }
@@ -61,7 +41,7 @@ def test_bad_request_gets_a_triton_error_and_the_server_keeps_serving(grpc_url, 
     model, arrays, expected = BAD_REQUESTS[case]
     with grpcclient.InferenceServerClient(grpc_url) as raw:
         with pytest.raises(InferenceServerException) as error:
-            raw.infer(model, _inputs(arrays), client_timeout=60)
+            raw.infer(model, triton_inputs(arrays), client_timeout=60)
         assert expected in error.value.message()
         assert raw.is_server_ready() and raw.is_model_ready(model)
     with SamClient(grpc_url) as client:  # the next good request is answered
@@ -74,5 +54,5 @@ def test_client_maps_server_rejection_to_invalid_request_error(grpc_url):
     """A request that bypasses client validation is rejected by the server with INVALID_ARGUMENT."""
     with SamClient(grpc_url) as client:
         with pytest.raises(InvalidRequestError, match=r"model 'sam_decoder'.*point_labels") as error:
-            client._infer("sam_decoder", _decoder_arrays(point_labels=np.array([[[9, -1]]], np.float32)), ("iou_predictions",))
+            client._infer("sam_decoder", decoder_arrays(point_labels=np.array([[[9, -1]]], np.float32)), ("iou_predictions",))
         assert error.value.status == "INVALID_ARGUMENT"

@@ -16,7 +16,7 @@ import pytest
 from sam_triton.build.repository.stale_plans import ensure_plans_fresh
 from sam_triton.cli.main import main
 
-from .conftest import IMAGES_DIR, start_server
+from .helpers import IMAGES_DIR, start_server
 
 
 def _missing() -> str:

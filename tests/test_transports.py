@@ -10,7 +10,6 @@ import threading
 import numpy as np
 import pytest
 
-from sam_triton.build.export.verify import rel_l2
 from sam_triton.client import (
     InvalidRequestError,
     RequestTimeoutError,
@@ -22,35 +21,8 @@ from sam_triton.client.transport.regions import REGION_KINDS, SystemRegion
 from sam_triton.client.transport.server_key import find_key
 from sam_triton.perf.studies.wire_proxy import CountingProxy
 
+from .helpers import CLICK, answers, assert_same_answers, decoder_arrays
 from .shm_status import server_regions, shm_segments
-from .test_server_errors import _decoder_arrays
-
-CLICK = dict(point_coords=np.array([[400, 260]]), point_labels=np.array([1]))
-
-
-def batch_prompts(h, w):
-    return dict(
-        point_coords=[np.array([[w * 0.3, h * 0.4]]), np.array([[w * 0.6, h * 0.5], [w * 0.1, h * 0.1]])],
-        point_labels=[np.array([1]), np.array([1, 0])],
-        boxes=[None, np.array([10, 10, w - 10, h - 10])],
-    )
-
-
-def answers(client, image):
-    client.set_image(image)
-    h, w = image.shape[:2]
-    return [
-        client.predict(**CLICK),
-        client.predict(box=np.array([50, 40, w - 60, h - 30]), multimask_output=False),
-        client.predict_batch(**batch_prompts(h, w)),
-    ]
-
-
-def assert_same_answers(got, want):
-    for (masks, iou, logits), (ref_masks, ref_iou, ref_logits) in zip(got, want):
-        assert masks.shape == ref_masks.shape and np.mean(masks == ref_masks) >= 0.9999
-        np.testing.assert_allclose(iou, ref_iou, atol=1e-5)
-        assert rel_l2(logits, ref_logits) <= 1e-5
 
 
 def test_auto_picks_shared_memory_on_loopback(grpc_url):
@@ -105,7 +77,7 @@ def test_regions_are_freed_after_errors(grpc_url, images):
             client.set_image(images["truck"])
             client.predict(**CLICK)  # registers the regions a click uses
             with pytest.raises(InvalidRequestError):  # the server rejects a request past our checks
-                client._infer("sam_decoder", _decoder_arrays(point_labels=np.array([[[9, -1]]], np.float32)), ("iou_predictions",))
+                client._infer("sam_decoder", decoder_arrays(point_labels=np.array([[[9, -1]]], np.float32)), ("iou_predictions",))
             with pytest.raises(RequestTimeoutError, match="model 'sam_decoder'"):
                 client.predict(**CLICK, timeout_s=1e-4)
             masks, _, _ = client.predict(**CLICK)  # still serving after both errors

@@ -21,7 +21,16 @@ from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 from ..export.exporter import DECODER_FILE, ENCODER_FILE
 from ..tensorrt.precision import PRECISIONS as TENSORRT_PRECISIONS
 from ..tensorrt.profiles import MODEL_INPUTS, model_profiles
-from .model_config import cuda_graphs_block, ensemble_config, limit_parameters, model_config, warmup_block
+from .model_config import (
+    ModelConfig,
+    add_cuda_graphs,
+    add_warmup,
+    config_text,
+    ensemble_config,
+    label_parameters,
+    limit_parameters,
+    model_config,
+)
 from .openvino_options import DEFAULT_DECODER_ENGINE, OpenVinoOptions
 from .openvino_options import PRECISIONS as OPENVINO_PRECISIONS
 
@@ -32,7 +41,7 @@ log = logging.getLogger(__name__)
 class RuntimeSpec:
     """What differs between runtimes of one repository."""
 
-    runtime_lines: Tuple[str, ...]
+    runtime_fields: Tuple[Tuple[str, str], ...]  # (ModelConfig field, value): backend or platform, ...
     instance_kind: str
     artifact: str  # the file in each version directory
     thread_parameter: Optional[str]  # config parameter that sets intra-op threads, if any
@@ -47,7 +56,7 @@ class RuntimeSpec:
 RUNTIMES: Dict[str, RuntimeSpec] = {
     # Python-backend models running ONNX Runtime on the same ONNX files.
     "python": RuntimeSpec(
-        runtime_lines=('backend: "python"',),
+        runtime_fields=(("backend", "python"),),
         instance_kind="KIND_CPU",
         artifact="model.onnx",
         thread_parameter="intra_op_num_threads",
@@ -56,7 +65,7 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
     ),
     # Triton's onnxruntime backend (NGC container).
     "onnxruntime": RuntimeSpec(
-        runtime_lines=('platform: "onnxruntime_onnx"',),
+        runtime_fields=(("platform", "onnxruntime_onnx"),),
         instance_kind="KIND_CPU",
         artifact="model.onnx",
         thread_parameter="intra_op_thread_count",
@@ -64,7 +73,7 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
     ),
     # The product: FP16 TensorRT plans on a GPU (engines are built by sam_triton.build.tensorrt.engine).
     "tensorrt": RuntimeSpec(
-        runtime_lines=('platform: "tensorrt_plan"',),
+        runtime_fields=(("platform", "tensorrt_plan"),),
         instance_kind="KIND_GPU",
         artifact="model.plan",
         thread_parameter=None,
@@ -74,7 +83,7 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
     ),
     # The embedded default: python-backend models running OpenVINO (FP32, or BF16 on AMX / AVX-512 BF16 CPUs).
     "openvino": RuntimeSpec(
-        runtime_lines=('backend: "python"',),
+        runtime_fields=(("backend", "python"),),
         instance_kind="KIND_CPU",
         artifact="model.onnx",
         thread_parameter=None,
@@ -86,7 +95,7 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
     # Triton's own openvino backend (NGC container, CPU). It fixes a batching model's batch at
     # max_batch_size (padding or refusing smaller ones), so these models batch in their dims instead.
     "openvino-backend": RuntimeSpec(
-        runtime_lines=('backend: "openvino"', 'default_model_filename: "model.onnx"'),
+        runtime_fields=(("backend", "openvino"), ("default_model_filename", "model.onnx")),
         instance_kind="KIND_CPU",
         artifact="model.onnx",
         thread_parameter=None,
@@ -176,26 +185,26 @@ def _runtime_parameters(options: RepositoryOptions, spec: RuntimeSpec) -> Dict[s
     return params
 
 
-def _extra_blocks(options: RepositoryOptions, model: str) -> Tuple[str, ...]:
-    """Warmup (and the decoder's CUDA graphs) at the shapes the TensorRT profile is optimized for."""
-    if not options.spec.warmup:
-        return ()
+def _add_extra_blocks(config: ModelConfig, options: RepositoryOptions, model: str) -> ModelConfig:
+    """Warmup (and the decoder's CUDA graphs) at the shapes the TensorRT profile is optimized for; none for the ensemble."""
+    if not options.spec.warmup or model not in MODEL_INPUTS:
+        return config
     specs = MODEL_INPUTS[model]
     opt = {p.name: p.opt for p in model_profiles(model, options.limits)}
-    blocks = [warmup_block(specs, opt)]
+    add_warmup(config, specs, opt)
     if model == contract.DECODER_MODEL and options.decoder_cuda_graphs:
-        blocks.append(cuda_graphs_block(specs, opt, options.limits.max_batch_size))
-    return tuple(blocks)
+        add_cuda_graphs(config, specs, opt, options.limits.max_batch_size)
+    return config
 
 
 def config_files(options: RepositoryOptions) -> Dict[str, str]:
     """Relative path -> text of every generated file but the model artifacts."""
     encoder, decoder = options.spec, options.decoder_spec
     batching = encoder.triton_batching
-    files = {
-        f"{contract.ENCODER_MODEL}/config.pbtxt": model_config(
+    configs = {
+        contract.ENCODER_MODEL: model_config(
             name=contract.ENCODER_MODEL,
-            runtime_lines=encoder.runtime_lines,
+            runtime_fields=encoder.runtime_fields,
             limits=options.limits,
             inputs=contract.ENCODER_INPUTS,
             outputs=contract.ENCODER_OUTPUTS,
@@ -203,25 +212,28 @@ def config_files(options: RepositoryOptions) -> Dict[str, str]:
             instance_kind=options.instance_kind or encoder.instance_kind,
             queue_delay_us=options.encoder_queue_delay_us,
             parameters=_runtime_parameters(options, encoder),
-            extra_blocks=_extra_blocks(options, contract.ENCODER_MODEL),
             triton_batching=batching,
         ),
-        f"{contract.DECODER_MODEL}/config.pbtxt": model_config(
+        contract.DECODER_MODEL: model_config(
             name=contract.DECODER_MODEL,
-            runtime_lines=decoder.runtime_lines,
+            runtime_fields=decoder.runtime_fields,
             limits=options.limits,
             inputs=contract.DECODER_INPUTS,
             outputs=contract.DECODER_OUTPUTS,
             instance_count=options.decoder_instances,
             instance_kind=options.instance_kind or decoder.instance_kind,
             queue_delay_us=options.decoder_queue_delay_us,
-            parameters={**_runtime_parameters(options, decoder), **limit_parameters(options.limits)},
-            extra_blocks=_extra_blocks(options, contract.DECODER_MODEL),
+            parameters={
+                **_runtime_parameters(options, decoder),
+                **limit_parameters(options.limits),
+                **(label_parameters() if decoder.python_model else {}),
+            },
             triton_batching=batching,
         ),
-        f"{contract.ENSEMBLE_MODEL}/config.pbtxt": ensemble_config(options.limits, triton_batching=batching),
-        f"{contract.ENSEMBLE_MODEL}/1/{ENSEMBLE_KEEP_FILE}": "",
+        contract.ENSEMBLE_MODEL: ensemble_config(options.limits, triton_batching=batching),
     }
+    files = {f"{model}/config.pbtxt": config_text(_add_extra_blocks(config, options, model)) for model, config in configs.items()}
+    files[f"{contract.ENSEMBLE_MODEL}/1/{ENSEMBLE_KEEP_FILE}"] = ""
     source = (TEMPLATES / PYTHON_MODEL_TEMPLATE).read_text()
     for model, spec in ((contract.ENCODER_MODEL, encoder), (contract.DECODER_MODEL, decoder)):
         if spec.python_model:

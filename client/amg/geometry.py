@@ -5,6 +5,10 @@ torchvision's ``nms``), with the same dtypes, so ``generate`` keeps and drops ex
 ``SamAutomaticMaskGenerator`` does. Boxes are XYXY in pixels: x0, y0 the first and x1, y1 the
 last column/row of a mask (inclusive, as SAM's ``batched_mask_to_box``); crop boxes are XYXY
 with exclusive x1, y1 (slices of the image).
+
+``nms`` is numpy, vectorised by blocks, rather than torchvision's: the client depends on numpy,
+pillow and tritonclient only (no torch); the tests compare it with torchvision's batched_nms.
+Timings: docs/studies/amg_hot_loops.md.
 """
 
 from __future__ import annotations
@@ -114,32 +118,48 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """len(a) x len(b) IoU of XYXY float32 boxes, with torchvision's float32 operations in its order."""
+    w = np.maximum(np.float32(0), np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]))
+    h = np.maximum(np.float32(0), np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]))
+    inter = w * h
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, block: int = 256) -> np.ndarray:
     """torchvision's (batched_)nms with one category: indices kept, by decreasing score.
 
     Greedy in the order of a stable descending sort of ``scores``; a box is dropped when its IoU
     with a kept box exceeds ``iou_threshold``. Computed in float32, as torchvision on CPU.
+
+    Vectorised by blocks of the boxes still alive, in score order (16, doubling up to ``block``):
+    one IoU matrix within the block settles it greedily (a row of booleans per kept box, the only
+    Python loop), one more drops every later box that the block's kept boxes suppress. A first
+    box that suppresses nearly all (the tiny preset's image-wide masks) costs two small matrices.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     order = np.argsort(-scores, kind="stable")
-    x0, y0, x1, y1 = boxes.T
-    areas = (x1 - x0) * (y1 - y0)
-    suppressed = np.zeros(len(boxes), dtype=bool)
-    keep = []
+    ordered = boxes[order]
     threshold = np.float32(iou_threshold)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for position, i in enumerate(order):
-            if suppressed[i]:
-                continue
-            keep.append(i)
-            rest = order[position + 1 :]
-            rest = rest[~suppressed[rest]]
-            if rest.size == 0:
+    alive = np.ones(len(ordered), dtype=bool)
+    kept = [np.zeros(0, dtype=np.int64)]  # positions in ``order``, per block
+    start, size = 0, min(16, block)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 for two empty boxes: NaN, never above the threshold
+        while True:
+            pending = start + np.flatnonzero(alive[start:])
+            if pending.size == 0:
                 break
-            w = np.maximum(np.float32(0), np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]))
-            h = np.maximum(np.float32(0), np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]))
-            inter = w * h
-            overlap = inter / (areas[i] + areas[rest] - inter)
-            suppressed[rest[overlap > threshold]] = True
-    return np.asarray(keep, dtype=np.int64)
+            chunk, rest = pending[:size], pending[size:]
+            suppresses = _pairwise_iou(ordered[chunk], ordered[chunk]) > threshold
+            settled = np.ones(len(chunk), dtype=bool)
+            for i in range(len(chunk)):
+                if settled[i]:
+                    settled[i + 1 :] &= ~suppresses[i, i + 1 :]
+            kept.append(chunk[settled])
+            if rest.size:
+                alive[rest] = ~np.any(_pairwise_iou(ordered[kept[-1]], ordered[rest]) > threshold, axis=0)
+            start, size = int(chunk[-1]) + 1, min(2 * size, block)
+    return order[np.concatenate(kept)]

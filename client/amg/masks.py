@@ -2,8 +2,13 @@
 
 Mirrors ``segment_anything/utils/amg.py``. RLE is COCO's uncompressed form: ``{"size": [h, w],
 "counts": [...]}`` over the mask in column-major (Fortran) order, starting with a run of zeros.
-``coco_rle`` needs pycocotools (optional); ``remove_small_regions`` needs no OpenCV: it labels
-8-connected components itself (runs per row, joined with a union of overlapping runs).
+``coco_rle`` needs pycocotools (optional).
+
+``remove_small_regions`` labels 8-connected components itself, vectorised in numpy: runs per row,
+joined by a union-find over whole arrays of runs (``_run_components``). The client's dependencies
+are numpy, pillow and tritonclient only: OpenCV (SAM's choice), scipy.ndimage or torch would
+each add tens of MB, and OpenCV pins numpy (< 4.11 keeps numpy < 2), for one function; the tests
+compare this one with SAM's (OpenCV) on real and random masks. Timings: docs/studies/amg_hot_loops.md.
 """
 
 from __future__ import annotations
@@ -74,18 +79,26 @@ def coco_encode_rle(rle: RLE) -> RLE:
 
 
 def _runs(mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Horizontal runs of True in raster order: (row, start, end exclusive) int64 arrays."""
+    """Horizontal runs of True in raster order: (row, start, end exclusive) int64 arrays.
+
+    One pass: the changes along each row (a False column padded on either side) alternate start,
+    end, start, end... in raster order, so one flatnonzero gives both."""
     h, w = mask.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded = np.zeros((h, w + 2), dtype=bool)
     padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
-    return rows, starts, ends
+    changes = np.flatnonzero(padded[:, 1:] != padded[:, :-1])  # row * (w + 1) + column of each start / end
+    rows, starts = np.divmod(changes[0::2], w + 1)
+    return rows, starts, changes[1::2] - rows * (w + 1)
 
 
 def _run_components(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Component id of each run (8-connectivity), numbered by first appearance in raster order."""
+    """Component id of each run (8-connectivity), numbered by first appearance in raster order.
+
+    Vectorised union-find over the runs: the edges (runs of adjacent rows that touch) come from
+    two searchsorted calls; each round hooks every tree that an edge joins to another under the
+    smaller root, then halves paths until every run points at its root. Rounds: a few (the
+    trees' depth shrinks geometrically), each a handful of array operations over the runs.
+    """
     n = len(rows)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -105,14 +118,18 @@ def _run_components(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, h: i
         joins = root_src != root_dst
         if not np.any(joins):
             break
-        np.minimum.at(parent, np.maximum(root_src, root_dst)[joins], np.minimum(root_src, root_dst)[joins])
+        src, dst = src[joins], dst[joins]  # edges inside one tree stay inside it: drop them
+        # Plain assignment: of several hooks of one root the last wins; the others join in a later round.
+        parent[np.maximum(root_src[joins], root_dst[joins])] = np.minimum(root_src[joins], root_dst[joins])
         while True:
             jumped = parent[parent]
             if np.array_equal(jumped, parent):
                 break
             parent = jumped
-    _, component = np.unique(parent, return_inverse=True)  # a root is its component's first run
-    return component
+    # Every root is the smallest run of its tree (hooks point down), so numbering the roots in
+    # order numbers the components by their first run.
+    is_root = parent == np.arange(n)
+    return (np.cumsum(is_root) - 1)[parent]
 
 
 def _largest(sizes: np.ndarray, component: np.ndarray, rows: np.ndarray, starts: np.ndarray, w: int) -> int:
@@ -148,8 +165,13 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> Tup
             fill = np.zeros_like(small)
             fill[_largest(sizes, component, rows, starts, mask.shape[1])] = True
     chosen = fill[component]
-    painted = np.zeros((mask.shape[0], mask.shape[1] + 1), dtype=np.int32)
-    np.add.at(painted, (rows[chosen], starts[chosen]), 1)
-    np.add.at(painted, (rows[chosen], ends[chosen]), -1)
-    selected = np.cumsum(painted, axis=1)[:, :-1] > 0
+    # The chosen runs painted back: their starts and ends in the raster of rows padded by one
+    # column are distinct and increasing, so the mask is runs of False and True between them.
+    bounds = np.empty(2 * int(np.count_nonzero(chosen)) + 2, dtype=np.int64)
+    line = mask.shape[1] + 1
+    bounds[1:-1:2] = rows[chosen] * line + starts[chosen]
+    bounds[2:-1:2] = rows[chosen] * line + ends[chosen]
+    bounds[0], bounds[-1] = 0, mask.shape[0] * line
+    values = np.arange(len(bounds) - 1) % 2 == 1
+    selected = np.repeat(values, np.diff(bounds)).reshape(mask.shape[0], line)[:, :-1]
     return (mask | selected if correct_holes else selected), True

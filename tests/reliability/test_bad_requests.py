@@ -19,27 +19,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from ..test_server_errors import _decoder_arrays
-from .conftest import assert_still_serving, raw_inputs
-
-
-def _encoder_arrays(**overrides):
-    arrays = {"image": np.zeros((1, 1024, 1024, 3), np.uint8), "input_size": np.array([[512, 1024]], np.int32)}
-    arrays.update(overrides)
-    return arrays
-
-
-def _prompts(prompts: int, points: int):
-    return dict(
-        point_coords=np.full((1, prompts, points, 2), 100.0, np.float32),
-        point_labels=np.ones((1, prompts, points), np.float32),
-        mask_input=np.zeros((1, prompts, 1, 256, 256), np.float32),
-        has_mask_input=np.zeros((1, prompts), np.float32),
-    )
+from ..helpers import decoder_arrays, encoder_arrays, prompt_arrays, triton_inputs
+from .probes import assert_still_serving
 
 
 def _ensemble_arrays(**overrides):
-    arrays = {**_encoder_arrays(), **_decoder_arrays()}
+    arrays = {**encoder_arrays(), **decoder_arrays()}
     del arrays["image_embeddings"]
     arrays.update(overrides)
     return arrays
@@ -52,64 +37,64 @@ def _without(arrays, name):
 BAD_REQUESTS = {
     "image as FP32": (
         "sam_encoder",
-        _encoder_arrays(image=np.zeros((1, 1024, 1024, 3), np.float32)),
+        encoder_arrays(image=np.zeros((1, 1024, 1024, 3), np.float32)),
         "inference input 'image' data-type is 'FP32', but model 'sam_encoder' expects 'UINT8'",
     ),
     "coordinates as FP64": (
         "sam_decoder",
-        _decoder_arrays(point_coords=np.full((1, 1, 2, 2), 100.0)),
+        decoder_arrays(point_coords=np.full((1, 1, 2, 2), 100.0)),
         "inference input 'point_coords' data-type is 'FP64', but model 'sam_decoder' expects 'FP32'",
     ),
     "image of 512x512": (
         "sam_encoder",
-        _encoder_arrays(image=np.zeros((1, 512, 512, 3), np.uint8)),
+        encoder_arrays(image=np.zeros((1, 512, 512, 3), np.uint8)),
         "unexpected shape for input 'image' for model 'sam_encoder'. Expected [-1,1024,1024,3], got [1,512,512,3]",
     ),
     "coordinates of 3 numbers": (
         "sam_decoder",
-        _decoder_arrays(point_coords=np.full((1, 1, 2, 3), 100.0, np.float32)),
+        decoder_arrays(point_coords=np.full((1, 1, 2, 3), 100.0, np.float32)),
         "unexpected shape for input 'point_coords' for model 'sam_decoder'. Expected [-1,-1,-1,2], got [1,1,2,3]",
     ),
     "input_size missing": (
         "sam_encoder",
-        _without(_encoder_arrays(), "input_size"),
+        _without(encoder_arrays(), "input_size"),
         "expected 2 inputs but got 1 inputs for model 'sam_encoder'",
     ),
     "has_mask_input missing": (
         "sam_decoder",
-        _without(_decoder_arrays(), "has_mask_input"),
+        _without(decoder_arrays(), "has_mask_input"),
         "missing required input(s) ['has_mask_input']",
     ),
     "an unknown input": (
         "sam_decoder",
-        {**_decoder_arrays(), "bogus": np.zeros((1, 2), np.float32)},
+        {**decoder_arrays(), "bogus": np.zeros((1, 2), np.float32)},
         "expected 5 inputs but got 6 inputs for model 'sam_decoder'",
     ),
-    "65 prompts": ("sam_decoder", _decoder_arrays(**_prompts(65, 2)), "input 'point_labels': 65 prompts; at most 64 per request"),
+    "65 prompts": ("sam_decoder", decoder_arrays(**prompt_arrays(65, 2)), "input 'point_labels': 65 prompts; at most 64 per request"),
     "400 prompts (105 MB)": (
         "sam_decoder",
-        _decoder_arrays(**_prompts(400, 2)),
+        decoder_arrays(**prompt_arrays(400, 2)),
         "input 'point_labels': 400 prompts; at most 64 per request",
     ),
-    "17 points": ("sam_decoder", _decoder_arrays(**_prompts(1, 17)), "input 'point_labels': 17 points per prompt; at most 16"),
+    "17 points": ("sam_decoder", decoder_arrays(**prompt_arrays(1, 17)), "input 'point_labels': 17 points per prompt; at most 16"),
     "no prompt": (
         "sam_decoder",
-        _decoder_arrays(**_prompts(0, 2)),
+        decoder_arrays(**prompt_arrays(0, 2)),
         "input 'point_labels': shape [1, 0, 2]; expected at least 1 prompt of at least 1 point",
     ),
     "no point": (
         "sam_decoder",
-        _decoder_arrays(**_prompts(1, 0)),
+        decoder_arrays(**prompt_arrays(1, 0)),
         "input 'point_labels': shape [1, 1, 0]; expected at least 1 prompt of at least 1 point",
     ),
     "batch of 9": (
         "sam_decoder",
-        {k: np.repeat(v, 9, axis=0) for k, v in _decoder_arrays().items()},
+        {k: np.repeat(v, 9, axis=0) for k, v in decoder_arrays().items()},
         "inference request batch-size must be <= 8 for 'sam_decoder'",
     ),
     "NaN embedding": (
         "sam_decoder",
-        _decoder_arrays(image_embeddings=np.full((1, 256, 64, 64), np.nan, np.float32)),
+        decoder_arrays(image_embeddings=np.full((1, 256, 64, 64), np.nan, np.float32)),
         "input 'image_embeddings': contains NaN or infinity; expected finite values",
     ),
     "ensemble: NaN coordinates": (
@@ -127,7 +112,11 @@ BAD_REQUESTS = {
         _ensemble_arrays(input_size=np.array([[0, 1024]], np.int32)),
         "in ensemble 'sam', input 'input_size': got [[0, 1024]]; expected (h, w) each in [1, 1024]",
     ),
-    "ensemble: 65 prompts": ("sam", _ensemble_arrays(**_prompts(65, 2)), "in ensemble 'sam', input 'point_labels': 65 prompts; at most 64"),
+    "ensemble: 65 prompts": (
+        "sam",
+        _ensemble_arrays(**prompt_arrays(65, 2)),
+        "in ensemble 'sam', input 'point_labels': 65 prompts; at most 64",
+    ),
 }
 
 
@@ -136,7 +125,7 @@ def test_bad_grpc_request(server, reference, images, case):
     model, arrays, expected = BAD_REQUESTS[case]
     with grpcclient.InferenceServerClient(server.config.grpc_url) as raw:
         with pytest.raises(InferenceServerException) as error:
-            raw.infer(model, raw_inputs(arrays), client_timeout=120)
+            raw.infer(model, triton_inputs(arrays), client_timeout=120)
     assert expected in error.value.message()
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert_still_serving(server, reference, images)
@@ -148,7 +137,7 @@ def test_bad_http_request(server, reference, images, case):
     host = server.config.http_url.removeprefix("http://")
     with httpclient.InferenceServerClient(host, network_timeout=120) as raw:
         with pytest.raises(InferenceServerException) as error:
-            raw.infer(model, raw_inputs(arrays, httpclient))
+            raw.infer(model, triton_inputs(arrays, httpclient))
     assert expected in error.value.message()
     assert error.value.status() == "400"
     assert_still_serving(server, reference, images)

@@ -15,7 +15,7 @@ from PIL import Image
 from sam_triton.client import AsyncSamClient, InvalidInputError, NoImageSetError, SamClient
 from sam_triton.perf.studies.wire_proxy import CountingProxy
 
-from .conftest import PROBE_CLICK
+from .probes import PROBE_CLICK
 
 # HTTP/2 may still acknowledge the last reply (window updates, pings): tens of bytes, never a request
 SILENT_BYTES = 200

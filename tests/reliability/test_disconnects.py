@@ -18,10 +18,10 @@ from tritonclient.utils import InferenceServerException
 
 from sam_triton.client import AsyncSamClient
 
+from ..helpers import prompt_arrays, triton_inputs
 from ..shm_status import server_regions
 from ..triton_counts import POLL_S, pending, poll_until
-from .conftest import PROBE_CLICK, assert_same_probe, assert_still_serving, probe, raw_inputs
-from .test_bad_requests import _prompts
+from .probes import PROBE_CLICK, assert_same_probe, assert_still_serving, probe
 
 SETTLE_S = 300
 
@@ -64,7 +64,7 @@ def long_decoder_request(url: str, points: int) -> None:
     with grpcclient.InferenceServerClient(url) as raw:
         raw.infer(
             "sam_decoder",
-            raw_inputs({"image_embeddings": np.ones((1, 256, 64, 64), np.float32), **_prompts(16, points)}),
+            triton_inputs({"image_embeddings": np.ones((1, 256, 64, 64), np.float32), **prompt_arrays(16, points)}),
             client_timeout=SETTLE_S,
         )
 
@@ -117,7 +117,7 @@ def test_a_killed_client_process(server, images, reference):
 
 def test_cancelled_and_timed_out_requests(server, images, reference):
     url = server.config.grpc_url
-    heavy = raw_inputs({"image_embeddings": np.ones((1, 256, 64, 64), np.float32), **_prompts(16, 2)})
+    heavy = triton_inputs({"image_embeddings": np.ones((1, 256, 64, 64), np.float32), **prompt_arrays(16, 2)})
     outcomes = []
     with grpcclient.InferenceServerClient(url) as raw:
         calls = [

@@ -16,9 +16,9 @@ from sam_triton.build.server.tritonserver import TritonServer
 from sam_triton.client import AsyncSamClient, SamClient, ServerUnavailableError
 from sam_triton.client.transport.server_key import find_key
 
-from ..conftest import start_server
+from ..helpers import start_server
 from ..shm_status import server_regions, shm_segments
-from .conftest import PROBE_CLICK, assert_same_probe
+from .probes import PROBE_CLICK, assert_same_probe
 
 CONNECT_TIMEOUT_S = 3.0
 #: What a call may take beyond connect_timeout_s on a busy machine (backoff, one RPC timeout).

@@ -24,7 +24,7 @@ from sam_triton.client import SamClient, SharedMemoryError
 from sam_triton.client.transport.server_key import ENV_VAR, GRPC_HEADER, HEADER, find_key, key_file
 from sam_triton.perf.studies.wire_proxy import CountingProxy
 
-from .conftest import PROBE_CLICK, assert_same_probe
+from .probes import PROBE_CLICK, assert_same_probe
 from .serve_process import Serve
 
 RESTRICTED = "This protocol is restricted, expecting header 'triton-grpc-protocol-sam-triton-key'"

@@ -16,9 +16,9 @@ from sam_triton.cli.main import main
 from sam_triton.client import SamClient, ServerUnavailableError
 from sam_triton.client.transport.server_key import key_file
 
-from .conftest import PROBE_CLICK, raw_inputs
+from ..helpers import encoder_arrays, prompt_arrays, triton_inputs
+from .probes import PROBE_CLICK
 from .serve_process import Serve
-from .test_bad_requests import _encoder_arrays, _prompts
 
 REQUEST_TIMEOUT_S = 240
 STOPPING = (
@@ -32,14 +32,14 @@ def _direct(url: str, kind: str, seed: int, prompts: int = 8):
     if kind == "encoder":
         model, arrays, output = (
             "sam_encoder",
-            _encoder_arrays(image=rng.integers(0, 255, (1, 1024, 1024, 3), dtype=np.uint8)),
+            encoder_arrays(image=rng.integers(0, 255, (1, 1024, 1024, 3), dtype=np.uint8)),
             "image_embeddings",
         )
     else:
-        arrays = {"image_embeddings": rng.standard_normal((1, 256, 64, 64), dtype=np.float32), **_prompts(prompts, 2)}
+        arrays = {"image_embeddings": rng.standard_normal((1, 256, 64, 64), dtype=np.float32), **prompt_arrays(prompts, 2)}
         model, output = "sam_decoder", "iou_predictions"
     with grpcclient.InferenceServerClient(url) as raw:
-        return raw.infer(model, raw_inputs(arrays), client_timeout=REQUEST_TIMEOUT_S).as_numpy(output)
+        return raw.infer(model, triton_inputs(arrays), client_timeout=REQUEST_TIMEOUT_S).as_numpy(output)
 
 
 def _segment(url: str, image):

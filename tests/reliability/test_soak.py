@@ -13,7 +13,7 @@ import numpy as np
 from sam_triton.cli.main import main
 from sam_triton.perf.benchmark.analyzer import parse_csv
 
-from ..conftest import IMAGE_NAMES, IMAGES_DIR
+from ..helpers import IMAGE_NAMES, IMAGES_DIR
 
 DURATION_S, WARMUP_S = 60, 40
 

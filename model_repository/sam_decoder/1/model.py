@@ -2,7 +2,8 @@
 
 Written by `sam-triton build` (runtimes ``python`` and ``openvino``) into both sam_encoder/1/ and
 sam_decoder/1/; it reads everything model-specific from config.pbtxt, so one file serves both
-models and both engines. The config parameter ``engine`` picks the engine (``onnxruntime``, the
+models and both engines, and declares no number of the tensor contract (client/contract.py): the
+image size comes from the ``image`` input's dims, the point labels from the ``point_labels`` parameter. The config parameter ``engine`` picks the engine (``onnxruntime``, the
 default, or ``openvino``); the engine's settings are parameters too (ONNX Runtime's
 ``intra_op_num_threads``; OpenVINO's own property names such as ``INFERENCE_PRECISION_HINT``,
 ``PERFORMANCE_HINT``, ``NUM_STREAMS``, ``INFERENCE_NUM_THREADS``, ``ENABLE_CPU_PINNING``). It needs
@@ -19,10 +20,8 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-# Value rules of the tensor contract, by input name. Triton itself has already checked dtypes and
-# dims against config.pbtxt; these are the checks only the values can fail.
-IMAGE_SIZE = 1024
-POINT_LABELS = (-1.0, 0.0, 1.0, 2.0, 3.0)
+# Triton itself checks dtypes and dims against config.pbtxt; _check_values checks what only the
+# values can fail, against rules read from the config (see _value_rules): none is declared here.
 # The OpenVINO CPU properties a config may set, passed to compile_model as they are written.
 OPENVINO_PROPERTIES = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "ENABLE_CPU_PINNING")
 
@@ -42,6 +41,20 @@ def _log(level, message):
         getattr(logger, level)(message)
 
 
+def _value_rules(config):
+    """The contract's value rules, from this model's config: the image size from the ``image``
+    input's dims (H, W, 3 after any batch dim), the point labels (value -> meaning) from the
+    ``point_labels`` parameter; a rule whose input this model does not take is None."""
+    inputs = {i["name"]: [int(d) for d in i["dims"]] for i in config["input"]}
+    labels = json.loads(_parameter(config, "point_labels", "null"))
+    if "point_labels" in inputs and not labels:
+        raise ValueError(f"{config['name']}: parameter 'point_labels' is missing; the repository writer puts it in config.pbtxt")
+    return {
+        "image_size": inputs["image"][-3] if "image" in inputs else None,
+        "point_labels": {float(value): meaning for value, meaning in labels.items()} if labels else None,
+    }
+
+
 def _check_size(name, array, limits):
     """Raise RequestError if an input's prompt (P) or point (N) count is out of bounds; reads the
     shape only, so an oversized request is refused before any of its values is looked at."""
@@ -55,22 +68,24 @@ def _check_size(name, array, limits):
             raise RequestError(f"input 'point_labels': shape {list(array.shape)}; expected at least 1 prompt of at least 1 point")
 
 
-def _check_values(name, array):
+def _check_values(name, array, rules):
     """Raise RequestError if an input's values break the contract (array has the batch dim)."""
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise RequestError(f"input '{name}': contains NaN or infinity; expected finite values")
     if name == "input_size":
-        if np.any(array < 1) or np.any(array > IMAGE_SIZE):
+        size = rules["image_size"]
+        if np.any(array < 1) or np.any(array > size):
             raise RequestError(
-                f"input 'input_size': got {array.reshape(-1, 2).tolist()}; expected (h, w) each in [1, {IMAGE_SIZE}]"
+                f"input 'input_size': got {array.reshape(-1, 2).tolist()}; expected (h, w) each in [1, {size}]"
                 " (the resized image before padding)"
             )
     elif name == "point_labels":
-        bad = ~np.isin(array, POINT_LABELS)
+        labels = rules["point_labels"]
+        bad = ~np.isin(array, list(labels))
         if np.any(bad):
+            named = [f"{int(value)} ({meaning})" for value, meaning in sorted(labels.items())]
             raise RequestError(
-                f"input 'point_labels': got values {sorted(set(array[bad].tolist()))[:5]}; expected -1 (padding),"
-                " 0 (background), 1 (foreground), 2 (box top-left) or 3 (box bottom-right)"
+                f"input 'point_labels': got values {sorted(set(array[bad].tolist()))[:5]}; expected {', '.join(named[:-1])} or {named[-1]}"
             )
     elif name == "has_mask_input" and not np.all(np.isin(array, (0.0, 1.0))):
         raise RequestError("input 'has_mask_input': expected 0 or 1 per prompt")
@@ -147,9 +162,13 @@ class OpenVinoEngine:
 
     def _warm_up(self, config):
         """One zero-filled request of batch 1 (variable dims 1): the first client does not pay for OpenVINO's set-up."""
-        dtypes = {"TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32}
         batch = [1] if int(config.get("max_batch_size", 0)) > 0 else []
-        self.run({i["name"]: np.zeros(batch + [max(int(d), 1) for d in i["dims"]], dtypes[i["data_type"]]) for i in config["input"]})
+        self.run(
+            {
+                i["name"]: np.zeros(batch + [max(int(d), 1) for d in i["dims"]], pb_utils.triton_string_to_numpy(i["data_type"]))
+                for i in config["input"]
+            }
+        )
 
     def run(self, feed):
         batch = len(next(iter(feed.values())))
@@ -178,6 +197,7 @@ class TritonPythonModel:
             "max_prompts": int(_parameter(config, "max_prompts", "1000000")),
             "max_points": int(_parameter(config, "max_points", "1000000")),
         }
+        self.rules = _value_rules(config)
         engine = _parameter(config, "engine", "onnxruntime")
         if engine not in ENGINES:
             raise ValueError(f"{self.model_name}: parameter 'engine' is {engine!r}; expected one of {sorted(ENGINES)}")
@@ -195,7 +215,7 @@ class TritonPythonModel:
             _check_size(name, arrays[name], self.limits)
         _check_consistent(arrays)
         for name, array in arrays.items():
-            _check_values(name, array)
+            _check_values(name, array, self.rules)
         return arrays
 
     def _error(self, message, invalid_argument=True):
