@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections import Counter
 from typing import Dict, List
 
@@ -123,3 +124,46 @@ def test_sigterm_drains_the_calls_in_flight(cluster, images):
     assert not failures, failures
     assert sum(done.values()) == 6 * len(threads)
     cluster.restart(victim)
+
+
+def sessions_held(cluster: Cluster) -> Dict[str, int]:
+    """replica name -> the sessions its sam_session store holds (Triton's /metrics, sam_session_sessions)."""
+    held = {}
+    for name, config, server in zip(cluster.names, cluster.server_configs, cluster.servers):
+        if server is None or not server.running:
+            held[name] = 0
+            continue
+        with urllib.request.urlopen(f"http://{config.host}:{config.metrics_port}/metrics", timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        held[name] = int(sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("sam_session_sessions")))
+    return held
+
+
+def test_sessions_survive_a_killed_replica_with_one_reopen_each(cluster, images):
+    """Session transport through the gateway: a replica dies between clicks; its sessions, and only
+    those, re-open on the replica that now owns their key, and no user call fails; when it returns,
+    its keys come back, which costs those sessions one more re-open each and no others."""
+    photos = [images[name] for name in ("truck", "dog", "groceries")]
+    clients = [SamClient(cluster.url, transport="session") for _ in range(12)]
+    try:
+        for i, client in enumerate(clients):
+            client.open().set_image(photos[i % 3])
+            client.predict(**CLICK)
+        held = sessions_held(cluster)
+        assert sum(held.values()) >= 12 and min(held.values()) > 0, f"12 sessions did not spread over 3 replicas: {held}"
+        victim = 2
+        lived_there = held[cluster.names[victim]]
+        cluster.kill(victim)
+        cluster.gateway.wait_for_health({cluster.server_configs[victim].grpc_url: False})
+        for client in clients:  # every user clicks on: none of these calls may fail
+            client.predict(**CLICK)
+            client.predict(**CLICK, multimask_output=False)
+        assert sum(c.reopens for c in clients) == lived_there, "re-opens are not the sessions the dead replica held"
+        cluster.restart(victim)
+        for client in clients:
+            client.predict(**CLICK)
+        moved = sum(c.reopens for c in clients) - lived_there
+        assert moved == lived_there, f"the returning replica took back {moved} sessions, not its own {lived_there}"
+    finally:
+        for client in clients:
+            client.close()
