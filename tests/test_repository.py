@@ -60,6 +60,13 @@ def test_configs_parse_and_follow_the_contract(runtime):
     assert decoder.parameters["max_points"].string_value == "8"
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["sam_encoder", "sam_decoder"]
     assert (decoder.dynamic_batching.max_queue_delay_microseconds > 0) == batching
+    session = _parse(files["sam_session/config.pbtxt"])
+    assert session.backend == "python" and session.max_batch_size == 0
+    assert [(t.name, t.optional) for t in session.input] == [(s.name, s.optional) for s in contract.SESSION_INPUTS]
+    assert [t.name for t in session.output] == [s.name for s in contract.SESSION_OUTPUTS]
+    assert session.instance_group[0].count == 1 and session.parameters["max_prompts"].string_value == "32"
+    assert session.parameters["embedding_memory"].string_value == ("gpu" if runtime == "tensorrt" else "cpu")
+    assert "sam_session/1/model.py" in files
 
 
 def test_server_reports_the_contract(grpc_url):
@@ -87,7 +94,15 @@ def _files(repository: Path):
     return sorted(p.relative_to(repository).as_posix() for p in repository.rglob("*") if p.is_file())
 
 
-CONFIGS = ["sam/1/.gitkeep", "sam/config.pbtxt", "sam_decoder/config.pbtxt", "sam_encoder/config.pbtxt"]
+# sam_session (its config and model.py) is in every runtime's repository.
+CONFIGS = [
+    "sam/1/.gitkeep",
+    "sam/config.pbtxt",
+    "sam_decoder/config.pbtxt",
+    "sam_encoder/config.pbtxt",
+    "sam_session/1/model.py",
+    "sam_session/config.pbtxt",
+]
 ONNX = ["sam_decoder/1/model.onnx", "sam_encoder/1/model.onnx"]
 PYTHON_MODELS = ["sam_decoder/1/model.py", "sam_encoder/1/model.py"]
 

@@ -18,7 +18,9 @@ from sam_triton.client.contract import Limits, TensorSpec
 
 def _tensor(spec: TensorSpec, batch_in_dims: bool = False) -> str:
     dims = ", ".join(str(d) for d in ((-1,) if batch_in_dims else ()) + spec.dims)
-    return f'  {{\n    name: "{spec.name}"\n    data_type: TYPE_{spec.dtype}\n    dims: [ {dims} ]\n  }}'
+    optional = "\n    optional: true" if spec.optional else ""
+    data_type = "STRING" if spec.dtype == "BYTES" else spec.dtype  # config.pbtxt's name of the wire's BYTES
+    return f'  {{\n    name: "{spec.name}"\n    data_type: TYPE_{data_type}\n    dims: [ {dims} ]{optional}\n  }}'
 
 
 def _tensors(kind: str, specs: Sequence[TensorSpec], batch_in_dims: bool = False) -> str:
@@ -82,6 +84,27 @@ def ensemble_config(limits: Limits, triton_batching: bool = True) -> str:
         _tensors("input", contract.ENSEMBLE_INPUTS, not triton_batching),
         _tensors("output", contract.ENSEMBLE_OUTPUTS, not triton_batching),
         "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}",
+    ]
+    return "\n".join(blocks) + "\n"
+
+
+def session_config(parameters: Dict[str, str]) -> str:
+    """``sam_session``: the python-backend BLS model keeping image embeddings between calls.
+
+    One CPU instance: the store lives in the model instance (a python stub process), so a second
+    instance would hold a second store that the first one's sessions are unknown to. The encoder
+    and decoder it calls keep their own instances and batching. No batch dim: one request is one
+    operation on one session.
+    """
+    blocks = [
+        f'name: "{contract.SESSION_MODEL}"',
+        'backend: "python"',
+        "max_batch_size: 0",
+        _tensors("input", contract.SESSION_INPUTS),
+        _tensors("output", contract.SESSION_OUTPUTS),
+        "# count 1: the session store lives in the instance; instances would not share it.",
+        "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]",
+        *_parameters(parameters),
     ]
     return "\n".join(blocks) + "\n"
 
