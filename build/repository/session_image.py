@@ -41,7 +41,9 @@ def decode_upload(data: bytes, *, max_pixels: int, original_size: Optional[Tuple
         raise UploadError("input 'image_file': empty; expected a JPEG, PNG or WebP file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # PIL warns above its own MAX_IMAGE_PIXELS and refuses twice that at open(); ours is the
+            # cap that counts, checked on the header's size before a pixel is decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
             if width * height > max_pixels:
@@ -52,7 +54,9 @@ def decode_upload(data: bytes, *, max_pixels: int, original_size: Optional[Tuple
             pixels = np.asarray(image)
     except UploadError:
         raise
-    except Exception as exc:  # PIL's UnidentifiedImageError, OSError (truncated), SyntaxError, bomb warnings...
+    except Image.DecompressionBombError as exc:
+        raise UploadError(f"input 'image_file': {exc}; at most {max_pixels} pixels (max_image_pixels)") from exc
+    except Exception as exc:  # PIL's UnidentifiedImageError, OSError (truncated), SyntaxError...
         raise UploadError(f"input 'image_file': cannot decode ({type(exc).__name__}: {exc}); expected a JPEG, PNG or WebP file") from exc
     if original_size is None:
         padded, input_size = prepare_image(pixels)

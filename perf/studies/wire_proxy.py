@@ -17,8 +17,9 @@ CHUNK_BYTES = 1 << 16
 class CountingProxy:
     """``with CountingProxy("127.0.0.1", 8001) as proxy: SamClient(proxy.url)...``"""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, listen_host: str = "127.0.0.1") -> None:
         self.target = (target_host, int(target_port))
+        self.listen_host = listen_host  # another of this host's addresses: the client sees a "remote" server
         self.client_to_server = 0
         self.server_to_client = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -55,8 +56,8 @@ class CountingProxy:
 
         def serve() -> None:
             self._loop = asyncio.new_event_loop()
-            self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-            self.url = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+            self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, self.listen_host, 0))
+            self.url = f"{self.listen_host}:{self._server.sockets[0].getsockname()[1]}"
             started.set()
             self._loop.run_forever()
 
