@@ -1,7 +1,7 @@
 """A loopback TCP proxy that counts the bytes each way: what a client puts on the wire.
 
-Only for measuring a client against a server on this machine: it listens on 127.0.0.1 and
-forwards to one target; ``client_to_server`` and ``server_to_client`` count payload bytes of
+Only for measuring a client against a server on this machine: it listens on 127.0.0.1 (or
+another address of this host, ``listen_host``) and forwards to one target; ``client_to_server`` and ``server_to_client`` count payload bytes of
 every connection (gRPC framing and headers included, TCP/IP headers not).
 """
 
