@@ -27,25 +27,27 @@ def run_lengths(mask: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], counts)) if flat[0] else counts
 
 
-#: 5-bit groups enough for any delta of run lengths below 2**34 (a mask of up to 16 G pixels).
-_GROUPS = 7
+#: The most 5-bit groups a number may take: run lengths below 2**39 (a mask of up to 512 G pixels).
+_GROUPS = 8
 
 
 def counts_to_string(counts: np.ndarray) -> bytes:
     """Run lengths -> pycocotools' compressed string (rleToString): each value, after the third
     one less the value two before it, as little-endian signed 5-bit groups, 0x20 marking "more",
-    plus 48. Vectorized over the runs (a noisy mask of a photo has 10^5 of them)."""
+    plus 48. Vectorized over the characters (a noisy mask of a photo has 10^5 runs)."""
     x = np.asarray(counts, np.int64).copy()
     if len(x) == 0:
         return b""
     x[3:] -= np.asarray(counts, np.int64)[1:-2]
-    shifts = 5 * np.arange(_GROUPS, dtype=np.int64)
-    groups = (x[:, None] >> shifts) & 0x1F  # n x GROUPS
-    rest = x[:, None] >> (shifts + 5)
-    more = np.where(groups & 0x10, rest != -1, rest != 0)
-    length = np.argmin(more, axis=1) + 1  # the first group after which nothing is left
-    chars = groups | np.where(np.arange(_GROUPS) < (length - 1)[:, None], 0x20, 0)
-    return (chars[np.arange(_GROUPS) < length[:, None]] + 48).astype(np.uint8).tobytes()
+    # groups needed: the fewest L with -2**(5L-1) <= x < 2**(5L-1), from the bit length of x (or ~x)
+    bit_length = np.frexp(np.where(x < 0, ~x, x).astype(np.float64))[1]
+    length = (bit_length + 5) // 5
+    starts = np.cumsum(length) - length
+    position = np.arange(int(length.sum())) - np.repeat(starts, length)
+    values = np.repeat(x, length)
+    more = position < np.repeat(length - 1, length)
+    chars = ((values >> (5 * position)) & 0x1F) | (more.astype(np.int64) << 5)
+    return (chars + 48).astype(np.uint8).tobytes()
 
 
 def string_to_counts(text: bytes) -> np.ndarray:
@@ -60,7 +62,7 @@ def string_to_counts(text: bytes) -> np.ndarray:
         raise ValueError("RLE counts string ends inside a number")
     starts = np.concatenate(([0], last[:-1] + 1))
     position = np.arange(len(chars)) - np.repeat(starts, last - starts + 1)
-    if position.max() >= _GROUPS + 1:
+    if position.max() >= _GROUPS:
         raise ValueError("RLE counts string holds a number of more than 40 bits")
     x = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
     negative = (chars[last] & 0x10) != 0
@@ -83,10 +85,12 @@ def decode_run_lengths(counts: np.ndarray, shape: Tuple[int, int]) -> np.ndarray
 
 def encode_mask(mask: np.ndarray) -> bytes:
     """HxW bool -> the smaller of MASK_RLE + counts string and MASK_BITS + np.packbits (row-major)."""
-    rle = MASK_RLE + counts_to_string(run_lengths(mask))
+    counts = run_lengths(mask)
     bits_size = 1 + (mask.size + 7) // 8
-    if len(rle) <= bits_size:
-        return rle
+    if len(counts) < bits_size:  # each run takes at least one character
+        rle = MASK_RLE + counts_to_string(counts)
+        if len(rle) <= bits_size:
+            return rle
     return MASK_BITS + np.packbits(np.asarray(mask, dtype=bool).ravel()).tobytes()
 
 
