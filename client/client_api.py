@@ -108,7 +108,7 @@ class SamClientAPI:
 
     @property
     def transport(self) -> Optional[str]:
-        """The transport in use once open: "shm", "cuda" or "grpc" (None before)."""
+        """The transport in use once open: "shm", "cuda", "grpc" or "session" (None before)."""
         return self._core.transport
 
     @property
