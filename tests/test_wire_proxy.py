@@ -52,3 +52,18 @@ def test_delay_and_bandwidth_shape_the_link_and_bytes_are_counted(echo_port):
         assert proxy.client_to_server == len(payload)
     with pytest.raises(ValueError, match="bandwidth_bps"):
         CountingProxy("127.0.0.1", echo_port, bandwidth_bps=0)
+
+
+def test_the_sessions_study_markdown_is_its_json():
+    """docs/studies/sessions.md is what sessions_link writes from sessions.json (no hand edits drift)."""
+    import json
+    from pathlib import Path
+
+    from sam_triton.perf.studies.sessions_link import markdown, parse_link
+
+    studies = Path(__file__).resolve().parents[1] / "docs" / "studies"
+    report = json.loads((studies / "sessions.json").read_text())
+    assert (studies / "sessions.md").read_text() == markdown(report)
+    assert parse_link("100@20") == (100.0, 20.0)
+    memory = report["store_memory"]
+    assert memory["stub_growth_over_cap"] <= 1.1 and memory["growth_after_first_fill_over_cap"] <= 0.1
