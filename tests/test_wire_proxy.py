@@ -67,3 +67,13 @@ def test_the_sessions_study_markdown_is_its_json():
     assert parse_link("100@20") == (100.0, 20.0)
     memory = report["store_memory"]
     assert memory["stub_growth_over_cap"] <= 1.1 and memory["growth_after_first_fill_over_cap"] <= 0.1
+
+
+def test_the_encode_load_study_markdown_is_its_json():
+    import json
+    from pathlib import Path
+
+    from sam_triton.perf.studies.sessions_load import markdown
+
+    studies = Path(__file__).resolve().parents[1] / "docs" / "studies"
+    assert (studies / "sessions_load.md").read_text() == markdown(json.loads((studies / "sessions_load.json").read_text()))
