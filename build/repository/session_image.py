@@ -50,8 +50,7 @@ def decode_upload(data: bytes, *, max_pixels: int, original_size: Optional[Tuple
                 raise UploadError(
                     f"input 'image_file': {width}x{height} = {width * height} pixels; at most {max_pixels} (max_image_pixels)"
                 )
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            pixels = np.asarray(image)
+            pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except UploadError:
         raise
     except Image.DecompressionBombError as exc:

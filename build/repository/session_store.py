@@ -67,7 +67,9 @@ class SessionStore:
             self.bytes_held -= evicted.charged_bytes
             self.evictions += 1
         session_id = secrets.token_hex(SESSION_ID_BYTES)
-        self._sessions[session_id] = Session(embedding, tuple(original_size), tuple(input_size), charge, self._clock())
+        self._sessions[session_id] = Session(
+            embedding, (int(original_size[0]), int(original_size[1])), (int(input_size[0]), int(input_size[1])), charge, self._clock()
+        )
         self.bytes_held += charge
         return session_id
 

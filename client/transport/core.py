@@ -70,7 +70,7 @@ TRANSPORTS = ("auto", "shm", "cuda", "grpc", "session")
 def check_timeout(value: object, argument: str) -> float:
     """A finite, positive number of seconds."""
     try:
-        seconds = float(value)  # type: ignore[arg-type]
+        seconds = float(value)  # type: ignore[arg-type]  # any object a caller passed: float() is the check
     except (TypeError, ValueError):
         raise InvalidInputError(argument, f"got {value!r}; expected a number of seconds") from None
     if not math.isfinite(seconds) or seconds <= 0:
@@ -92,7 +92,11 @@ class Embedded:
     def read(self) -> np.ndarray:
         if self.session is not None:
             raise TransportUnavailableError("with transport='session' the embedding stays on the server; use transport='grpc' to read it")
-        return self.array if self.array is not None else self.placed.read()  # type: ignore[union-attr]
+        if self.array is not None:
+            return self.array
+        if self.placed is None:
+            raise RuntimeError("an Embedded holds its array or where it is placed; this one holds neither")
+        return self.placed.read()
 
 
 class SamCore(TransportFlows, SessionFlows):
@@ -310,20 +314,24 @@ class SamCore(TransportFlows, SessionFlows):
                 region.name,
                 type(error).__name__,
             )
-            self.pool.quarantine(region)  # type: ignore[union-attr]
+            self._regions.quarantine(region)
         else:
-            self.pool.release(region)  # type: ignore[union-attr]
+            self._regions.release(region)
 
-    def embed(self, state: ImageState, timeout_s: float, upload: Optional[Upload] = None) -> Flow:
+    def embed(self, state: Optional[ImageState], timeout_s: float, upload: Optional[Upload] = None) -> Flow:
         """Run sam_encoder on a prepared image; returns an ``Embedded`` (held: ``release`` it).
 
         Transport "session": opens a session from ``upload`` (default: the state's resized image)."""
         if self.transport == "session":
             if upload is None:
+                if state is None:
+                    raise ValueError("embed: a state or an upload is needed")
                 height, width = state.input_size
                 upload = resized_upload(state.encoder_inputs["image"][0, :height, :width], state.original_size)
             ref, original_size, input_size = yield from self.open_session(upload, timeout_s)
             return Embedded(ImageState(original_size, input_size, {}), session=ref)
+        if state is None:
+            raise ValueError("embed: a state is needed without transport 'session'")
         region = yield from self._lease(EMBEDDING_BYTES, timeout_s)
         placed = None if region is None else Placed(region, EMBEDDING_SHAPE, "float32")
         try:
@@ -359,7 +367,7 @@ class SamCore(TransportFlows, SessionFlows):
         if embedded.placed is not None:
             shm_inputs[IMAGE_EMBEDDINGS.name] = embedded.placed
         else:
-            arrays = {IMAGE_EMBEDDINGS.name: embedded.array, **arrays}
+            arrays = {IMAGE_EMBEDDINGS.name: embedded.read(), **arrays}
         if zeros is not None:
             shm_inputs[MASK_INPUT.name] = Placed(zeros, (1, count, 1, LOW_RES_SIZE, LOW_RES_SIZE), "float32")
         region = yield from self._lease(count * LOGITS_BYTES_PER_PROMPT, timeout_s)

@@ -121,7 +121,7 @@ def store_memory(repository_dir: Path, onnx_dir: Path, cache_dir: Path, store_mi
     capacity = store_mib * 2**20 // SESSION_BYTES
     repository = assemble(repository_dir, RepositoryOptions(runtime="python", session_store_bytes=store_mib * 2**20), onnx_dir=onnx_dir)
     server = TritonServer(ServerConfig.on_free_ports(repository), log_path=log_dir / "store_memory.log", cache_dir=cache_dir).start()
-    pid = server.process.pid  # type: ignore[union-attr]
+    pid = server.process.pid
     try:
         data = png_bytes(np.full((64, 64, 3), 9, np.uint8))
         arrays = {"op": np.array([b"open"], np.object_), "image_file": np.array([data], np.object_)}

@@ -93,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     counters = Counters()
     rss: List[List[float]] = []
     try:
-        pid = server.process.pid  # type: ignore[union-attr]
+        pid = server.process.pid
         start = time.monotonic()
         deadline = start + args.duration_s
         threads = [

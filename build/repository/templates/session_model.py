@@ -99,8 +99,9 @@ class Metrics:
 
     def close(self):
         """Metrics first, then their families (the backend's order)."""
-        self.sessions = self.bytes = self.counters = None
-        self.families = None
+        self.sessions = self.bytes = None
+        self.counters = {}
+        self.families = {}
 
     def update(self, store):
         self.sessions.set(len(store))
