@@ -77,3 +77,15 @@ def test_the_encode_load_study_markdown_is_its_json():
 
     studies = Path(__file__).resolve().parents[1] / "docs" / "studies"
     assert (studies / "sessions_load.md").read_text() == markdown(json.loads((studies / "sessions_load.json").read_text()))
+
+
+def test_the_soak_markdown_is_its_json_and_nothing_failed():
+    import json
+    from pathlib import Path
+
+    from sam_triton.perf.studies.sessions_soak import markdown
+
+    studies = Path(__file__).resolve().parents[1] / "docs" / "studies"
+    report = json.loads((studies / "sessions_soak.json").read_text())
+    assert (studies / "sessions_soak.md").read_text() == markdown(report)
+    assert report["failures"] == 0 and report["rss_max_after_first_third_mib"] <= 1.1 * report["rss_first_third_end_mib"]
