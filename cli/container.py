@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_precision_argument(parser, runtimes=("tensorrt",), default=os.environ.get("SAM_PRECISION", DEFAULT_PRECISION))
     a.add_limit_arguments(parser)
     a.add_instance_arguments(parser)
+    a.add_session_arguments(parser)
     a.add_tensorrt_arguments(parser)
     parser.add_argument("--tritonserver", default="tritonserver", help="The tritonserver binary to exec (default: the one on PATH).")
     parser.add_argument(
