@@ -16,6 +16,7 @@ from sam_triton.build.repository.assemble import DECODER_ENGINES, RUNTIMES, Repo
 from sam_triton.build.repository.openvino_options import PERFORMANCE_HINTS, OpenVinoOptions
 from sam_triton.build.server.tritonserver import default_cache_dir, default_repository
 from sam_triton.build.tensorrt.precision import DEFAULT_PRECISION, FP32_GROUPS, PrecisionChoice, parse_groups
+from sam_triton.client import contract
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 
 TENSORRT_FLAGS = ("fp32_groups", "workspace_mib", "builder_optimization_level", "timing_cache")
@@ -80,6 +81,22 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
 def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder-instances", type=int, default=1, help="Instances of sam_encoder (instance_group count).")
     parser.add_argument("--decoder-instances", type=int, default=1, help="Instances of sam_decoder (instance_group count).")
+
+
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """sam_session's store (README "Sessions")."""
+    parser.add_argument(
+        "--session-store-mib",
+        type=int,
+        default=contract.DEFAULT_STORE_BYTES // 2**20,
+        help="The most memory sam_session's store holds, in MiB (about 4.25 MiB per session); beyond, the least recently used go.",
+    )
+    parser.add_argument(
+        "--session-idle-ttl-s",
+        type=float,
+        default=contract.DEFAULT_IDLE_TTL_S,
+        help="Seconds after which a session nobody used is dropped.",
+    )
 
 
 def add_precision_argument(
@@ -206,6 +223,8 @@ def repository_options(args: argparse.Namespace) -> RepositoryOptions:
         decoder_cuda_graphs=args.decoder_cuda_graphs,
         decoder_engine=getattr(args, "decoder_engine", None),
         openvino=openvino_options(args) if hasattr(args, "performance_hint") else OpenVinoOptions(),
+        session_store_bytes=getattr(args, "session_store_mib", contract.DEFAULT_STORE_BYTES // 2**20) * 2**20,
+        session_idle_ttl_s=getattr(args, "session_idle_ttl_s", contract.DEFAULT_IDLE_TTL_S),
     )
 
 

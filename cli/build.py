@@ -47,6 +47,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_repository_argument(parser, "The model repository directory to write.")
     parser.add_argument("--onnx-dir", type=Path, help="Where to export the ONNX graphs (default: a cache directory keyed by the weights).")
     a.add_instance_arguments(parser)
+    a.add_session_arguments(parser)
     parser.add_argument(
         "--threads",
         type=int,

@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_precision_argument(parser, runtimes=CONTAINER_RUNTIMES, default=os.environ.get("SAM_PRECISION"))
     a.add_limit_arguments(parser)
     a.add_instance_arguments(parser)
+    a.add_session_arguments(parser)
     a.add_tensorrt_arguments(parser)
     parser.add_argument("--tritonserver", default="tritonserver", help="The tritonserver binary to exec (default: the one on PATH).")
     parser.add_argument(

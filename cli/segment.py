@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--transport",
         choices=TRANSPORTS,
         default="auto",
-        help="Where the image embedding lives between requests: auto (shared memory for a server on this machine, else grpc), shm, cuda or grpc.",
+        help="Where the image embedding lives between requests: auto (shared memory for a server on this machine, else a server-side session), shm, cuda, grpc or session.",
     )
     everything_command.add_arguments(parser)
 

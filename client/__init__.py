@@ -22,6 +22,7 @@ from .errors import (
     SamTritonError,
     ServerError,
     ServerUnavailableError,
+    SessionNotFoundError,
     SharedMemoryError,
     TransportUnavailableError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "SamTritonError",
     "ServerError",
     "ServerUnavailableError",
+    "SessionNotFoundError",
     "SharedMemoryError",
     "TransportUnavailableError",
 ]

@@ -42,6 +42,7 @@ class AsyncSamClient(SamClientAPI):
     _make_open_lock = staticmethod(asyncio.Lock)
 
     set_image = awaitable(SamClientAPI._set_image)
+    set_image_file = awaitable(SamClientAPI._set_image_file)
     predict = awaitable(SamClientAPI._predict)
     predict_batch = awaitable(SamClientAPI._predict_batch)
     segment = awaitable(SamClientAPI._segment)

@@ -42,7 +42,10 @@ class SamClient(SamClientAPI):
     itself has none). ``connect_timeout_s``: how long the first call (or the first after the
     server was UNAVAILABLE) waits for the server to be ready, retrying with backoff per ``retry``.
     ``transport``: where the image embedding lives between set_image and predict, "auto" (shared
-    memory for a loopback url, else gRPC), "shm", "cuda" or "grpc" (see ``sam_triton.client.transport.core``).
+    memory for a loopback url, else a server-side session), "shm", "cuda", "grpc" or "session"
+    (see ``sam_triton.client.transport.core``). ``session_logits``: with "session", predict also
+    returns the low-res logits (otherwise None: they are 256 KB per mask; refine with
+    ``mask_input="previous"``, which uploads nothing).
     ``limits``: overrides the prompt limits, otherwise read from the decoder's config.
     ``max_regions``: the most shared-memory regions held at once (beyond, tensors go over gRPC).
     ``api_key``: the key of the server's restricted shared-memory API, sent with each region call;
@@ -64,6 +67,7 @@ class SamClient(SamClientAPI):
     _make_open_lock = staticmethod(threading.Lock)
 
     set_image = blocking(SamClientAPI._set_image)
+    set_image_file = blocking(SamClientAPI._set_image_file)
     predict = blocking(SamClientAPI._predict)
     predict_batch = blocking(SamClientAPI._predict_batch)
     segment = blocking(SamClientAPI._segment)

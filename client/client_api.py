@@ -63,6 +63,7 @@ class SamClientAPI:
         keepalive_options: Any = None,
         channel_args: Optional[Sequence[Tuple[str, Any]]] = None,
         headers: Optional[Mapping[str, str]] = None,
+        session_logits: bool = False,
     ) -> None:
         channel = ChannelOptions(
             ssl=ssl,
@@ -85,6 +86,7 @@ class SamClientAPI:
             max_regions=max_regions,
             api_key=api_key,
             channel=channel,
+            session_logits=session_logits,
         )
         self._grpc: Any = None
         self._open_lock = self._make_open_lock()
@@ -113,8 +115,19 @@ class SamClientAPI:
 
     @property
     def transport(self) -> Optional[str]:
-        """The transport in use once open: "shm", "cuda" or "grpc" (None before)."""
+        """The transport in use once open: "shm", "cuda", "grpc" or "session" (None before)."""
         return self._core.transport
+
+    @property
+    def reopens(self) -> int:
+        """Transport "session": how many times a session the server no longer held was re-opened."""
+        return self._core.reopens
+
+    @property
+    def session_id(self) -> Optional[str]:
+        """Transport "session": the current image's session id on the server (None otherwise)."""
+        current = self._core.current
+        return None if current is None or current.session is None else current.session.session_id
 
     @property
     def is_image_set(self) -> bool:
@@ -188,6 +201,14 @@ class SamClientAPI:
             yield from self._core.session(
                 predictor_flows.set_image(self._core, image, image_format, self._core.timeout(timeout_s)), headers
             )
+        )
+
+    def _set_image_file(self, image_file: Any, *, timeout_s: Optional[float] = None, headers: Optional[Mapping[str, str]] = None) -> Flow:
+        """Embed a JPEG, PNG or WebP file (a path, or its bytes), decoded as ``load_image`` does
+        (EXIF orientation applied, converted to RGB). With transport "session" the file is sent as
+        it is and the server decodes it; otherwise it is decoded here and sent as ``set_image``."""
+        return (
+            yield from self._core.session(predictor_flows.set_image_file(self._core, image_file, self._core.timeout(timeout_s)), headers)
         )
 
     def _predict(

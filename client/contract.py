@@ -42,9 +42,7 @@ LABEL_MEANINGS = {
 ENCODER_MODEL = "sam_encoder"
 DECODER_MODEL = "sam_decoder"
 ENSEMBLE_MODEL = "sam"
-#: The gRPC header a gateway routes on: the client sends one key per session with every call of it,
-#: so all its calls reach the replica that holds its embedding (deploy/kubernetes/base/gateway/envoy.yaml).
-ROUTE_HEADER = "sam-route"
+SESSION_MODEL = "sam_session"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,14 +85,15 @@ class TensorSpec:
     """
 
     name: str
-    dtype: str  # Triton's name: "UINT8", "INT32", "FP32"
+    dtype: str  # Triton's name: "UINT8", "INT32", "FP32", "BOOL", "BYTES"
     dims: Tuple[int, ...]
     axis_names: Tuple[str, ...] = ()
     doc: str = ""
+    optional: bool = False  # config.pbtxt ``optional: true``: a request may leave it out
 
     @property
     def numpy_dtype(self) -> str:
-        return {"UINT8": "uint8", "INT32": "int32", "FP32": "float32"}[self.dtype]
+        return {"UINT8": "uint8", "INT32": "int32", "FP32": "float32", "BOOL": "bool", "BYTES": "object"}[self.dtype]
 
 
 # sam_encoder
@@ -168,3 +167,82 @@ DECODER_INPUTS = (IMAGE_EMBEDDINGS,) + PROMPT_INPUTS
 DECODER_OUTPUTS = (IOU_PREDICTIONS, LOW_RES_MASKS)
 ENSEMBLE_INPUTS = ENCODER_INPUTS + PROMPT_INPUTS
 ENSEMBLE_OUTPUTS = DECODER_OUTPUTS
+
+# sam_session: server-side sessions (README "Sessions"). One python-backend model, no batch dim
+# (max_batch_size 0); which inputs a request carries depends on its ``op``.
+
+#: The operations of sam_session (the BYTES input ``op``).
+OP_OPEN = "open"
+OP_PREDICT = "predict"
+OP_CLOSE = "close"
+SESSION_OPS = (OP_OPEN, OP_PREDICT, OP_CLOSE)
+#: A session id: ``secrets.token_hex(SESSION_ID_BYTES)``, minted by the server (128 random bits).
+SESSION_ID_BYTES = 16
+#: The gRPC metadata header carrying a session's routing key (random per session, minted by the
+#: client, sent with every call of the session, open included): a gateway hashes on it
+#: (deploy/kubernetes/base/gateway/envoy.yaml), so all its calls reach the replica holding its embedding.
+ROUTE_HEADER = "sam-route"
+#: ``mask_input`` value that asks sam_session to refine with the session's previous mask (the
+#: low-res logits of the best-scoring mask of the last predict), so a refinement uploads nothing.
+PREVIOUS_MASK = "previous"
+#: First byte of each encoded mask in ``masks``: COCO RLE (pycocotools' compressed counts string,
+#: column-major) or np.packbits of the row-major HxW mask; the server sends the smaller.
+MASK_RLE = b"R"
+MASK_BITS = b"B"
+#: Store defaults (config.pbtxt parameters ``store_bytes``, ``idle_ttl_s``, ``max_image_pixels``):
+#: 2 GiB hold ~480 sessions (4 MiB embedding + 256 KiB logits each) and fit a 24 GiB machine beside
+#: the models; an idle session lives 15 minutes; a decoded image may hold at most 64 megapixels.
+DEFAULT_STORE_BYTES = 2 * 2**30
+DEFAULT_IDLE_TTL_S = 900.0
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+
+OP = TensorSpec("op", "BYTES", (1,), doc="open, predict or close")
+SESSION_ID = TensorSpec("session_id", "BYTES", (1,), doc="the id open returned (32 hex digits)", optional=True)
+IMAGE_FILE = TensorSpec("image_file", "BYTES", (1,), doc="open: a JPEG, PNG or WebP file", optional=True)
+ORIGINAL_SIZE = TensorSpec(
+    "original_size",
+    "INT32",
+    (2,),
+    doc="open: (H, W) of the photo when image_file holds SAM's resized image (longest side 1024); out: the photo's (H, W)",
+    optional=True,
+)
+SESSION_POINT_COORDS = TensorSpec("point_coords", "FP32", (-1, -1, 2), doc=POINT_COORDS.doc, optional=True)
+SESSION_POINT_LABELS = TensorSpec("point_labels", "FP32", (-1, -1), doc=POINT_LABELS.doc, optional=True)
+SESSION_MASK_INPUT = TensorSpec("mask_input", "FP32", (-1, 1, LOW_RES_SIZE, LOW_RES_SIZE), doc=MASK_INPUT.doc, optional=True)
+SESSION_HAS_MASK_INPUT = TensorSpec("has_mask_input", "FP32", (-1,), doc=HAS_MASK_INPUT.doc, optional=True)
+USE_PREVIOUS_MASK = TensorSpec("use_previous_mask", "BOOL", (1,), doc="refine every prompt with the previous mask", optional=True)
+MULTIMASK_OUTPUT = TensorSpec(
+    "multimask_output", "BOOL", (1,), doc="true: masks 1..3; false: mask 0; absent: all 4 as sam_decoder", optional=True
+)
+RETURN_MASKS = TensorSpec("return_masks", "BOOL", (1,), doc="encoded full-size masks back (default true)", optional=True)
+RETURN_LOGITS = TensorSpec("return_logits", "BOOL", (1,), doc="low-res logits back (default false)", optional=True)
+SESSION_INPUT_SIZE = TensorSpec("input_size", "INT32", (2,), doc=INPUT_SIZE.doc)
+SESSION_IOU = TensorSpec("iou_predictions", "FP32", (-1, -1), doc="P x C predicted IoU")
+MASKS = TensorSpec("masks", "BYTES", (-1, -1), doc="P x C masks of the photo's size, each MASK_RLE or MASK_BITS + payload")
+SESSION_LOGITS = TensorSpec("low_res_masks", "FP32", (-1, -1, LOW_RES_SIZE, LOW_RES_SIZE), doc="P x C low-res logits")
+
+SESSION_INPUTS = (
+    OP,
+    SESSION_ID,
+    IMAGE_FILE,
+    ORIGINAL_SIZE,
+    SESSION_POINT_COORDS,
+    SESSION_POINT_LABELS,
+    SESSION_MASK_INPUT,
+    SESSION_HAS_MASK_INPUT,
+    USE_PREVIOUS_MASK,
+    MULTIMASK_OUTPUT,
+    RETURN_MASKS,
+    RETURN_LOGITS,
+)
+SESSION_OUTPUTS = (
+    TensorSpec("session_id", "BYTES", (1,), doc="open: the new session's id"),
+    TensorSpec("original_size", "INT32", (2,), doc="open: the photo's (H, W)"),
+    SESSION_INPUT_SIZE,
+    SESSION_IOU,
+    MASKS,
+    SESSION_LOGITS,
+)
+#: What each op answers with (the rest of SESSION_OUTPUTS it leaves out).
+OPEN_OUTPUTS = ("session_id", "original_size", "input_size")
+CLOSE_OUTPUTS = ("session_id",)

@@ -72,6 +72,12 @@ class RequestTimeoutError(ServerError):
     """The call did not finish within its timeout (DEADLINE_EXCEEDED)."""
 
 
+class SessionNotFoundError(ServerError):
+    """Transport "session": the server did not hold the session even right after the client
+    re-opened it (a miss twice in a row: a store too small for its load, or replicas that do not
+    route the session's ``sam-route`` header to one server)."""
+
+
 class SharedMemoryError(ServerError):
     """The server could not register or use one of the client's shared-memory regions.
 

@@ -7,17 +7,22 @@ Each flow checks its arguments before it sends anything, so bad input raises
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import io
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image, ImageOps
 
-from .contract import ENSEMBLE_MODEL, LOW_RES_SIZE, NUM_MASK_OUTPUTS
+from .contract import ENSEMBLE_MODEL, IOU_PREDICTIONS, LOW_RES_MASKS, LOW_RES_SIZE, NUM_MASK_OUTPUTS, PREVIOUS_MASK
+from .errors import InvalidInputError
 from .predictor.prompt_batches import BatchPrompts, encode_prompt_batch, plan_requests
 from .predictor.prompts import DecoderPrompt, encode_prompt
-from .predictor.requests import OUTPUT_NAMES, image_request, predictions, prompt_request, upsampled
+from .predictor.requests import OUTPUT_NAMES, ImageState, full_resolution, image_request, predictions, prompt_request, upsampled
 from .predictor.validation import ImageInput
 from .transport.core import Embedded, SamCore
 from .transport.ops import FlowOf, compute
+from .transport.sessions import SessionRef, Upload, decode_masks, image_upload
 
 #: masks CxHxW, iou_predictions C, low-res logits Cx256x256 (with a leading P in predict_batch)
 Prediction = Tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -25,9 +30,108 @@ Prediction = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def set_image(core: SamCore, image: ImageInput, image_format: str, timeout_s: float) -> FlowOf[None]:
     """Embed an HxWx3 uint8 image and make it the current one."""
+    if core.transport == "session":
+        upload = yield from compute(image_upload, image, image_format)
+        return (yield from _open_upload(core, upload, timeout_s))
     state = yield from compute(image_request, image, image_format)
     embedded = yield from core.embed(state, timeout_s)
     core.set_current(embedded)
+
+
+def _open_upload(core: SamCore, upload: Upload, timeout_s: float) -> FlowOf[None]:
+    embedded = yield from core.embed(None, timeout_s, upload)
+    core.set_current(embedded)
+    yield from core.close_forgotten(timeout_s)
+
+
+def read_file(image_file: object) -> bytes:
+    """A path (str or Path) or the bytes of an image file -> its bytes."""
+    if isinstance(image_file, (bytes, bytearray, memoryview)):
+        data = bytes(image_file)
+    elif isinstance(image_file, (str, Path)):
+        try:
+            data = Path(image_file).read_bytes()
+        except OSError as exc:
+            raise InvalidInputError("image_file", f"cannot read {str(image_file)!r}: {exc.strerror or exc}") from exc
+    else:
+        raise InvalidInputError("image_file", f"got {type(image_file).__name__}; expected a path or the bytes of a JPEG, PNG or WebP file")
+    if not data:
+        raise InvalidInputError("image_file", "empty; expected a JPEG, PNG or WebP file")
+    return data
+
+
+def decode_file(data: bytes) -> np.ndarray:
+    """An image file's bytes -> HxWx3 uint8 RGB as the server decodes it (EXIF orientation, convert("RGB"))."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except Exception as exc:
+        raise InvalidInputError("image_file", f"cannot decode ({type(exc).__name__}: {exc}); expected a JPEG, PNG or WebP file") from exc
+
+
+def set_image_file(core: SamCore, image_file: object, timeout_s: float) -> FlowOf[None]:
+    """Make an image file the current image: sent as it is with transport "session" (the server
+    decodes it), decoded here the same way otherwise."""
+    data = read_file(image_file)
+    if core.transport == "session":
+        return (yield from _open_upload(core, Upload(data), timeout_s))
+    image = yield from compute(decode_file, data)
+    return (yield from set_image(core, image, "RGB", timeout_s))
+
+
+def session_answers(
+    core: SamCore,
+    session: SessionRef,
+    state: ImageState,
+    prompts: Sequence[DecoderPrompt],
+    *,
+    multimask_output: bool,
+    return_logits: bool,
+    use_previous_mask: bool,
+    timeout_s: float,
+) -> FlowOf[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]:
+    """P prompts on a session -> (masks PxCxHxW, iou PxC, low-res logits PxCx256x256 or None).
+
+    The server returns full-size masks, compact; low-res logits only with the client's
+    ``session_logits`` (or ``return_logits``, whose float masks are upsampled here from them)."""
+    logits = return_logits or core.session_logits
+    parts = []
+    for indices in plan_requests(prompts, core.known_limits().max_prompts):
+        outputs = yield from core.session_predict(
+            session,
+            [prompts[i] for i in indices],
+            timeout_s,
+            multimask_output=multimask_output,
+            use_previous_mask=use_previous_mask,
+            masks=not return_logits,
+            logits=logits,
+        )
+        parts.append((indices, outputs))
+    return (yield from compute(_session_results, parts, len(prompts), state, return_logits, logits))
+
+
+def _session_results(
+    parts: Sequence[Tuple[Sequence[int], Dict[str, np.ndarray]]], count: int, state: ImageState, return_logits: bool, logits: bool
+) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    channels = parts[0][1][IOU_PREDICTIONS.name].shape[1]
+    height, width = state.original_size
+    iou = np.empty((count, channels), np.float32)
+    masks = np.empty((count, channels, height, width), np.float32 if return_logits else np.bool_)
+    low_res = np.empty((count, channels, LOW_RES_SIZE, LOW_RES_SIZE), np.float32) if logits else None
+    for indices, outputs in parts:
+        rows = list(indices)
+        iou[rows] = outputs[IOU_PREDICTIONS.name]
+        if low_res is not None:
+            low_res[rows] = outputs[LOW_RES_MASKS.name]
+        if return_logits:
+            masks[rows] = full_resolution(outputs[LOW_RES_MASKS.name], state, return_logits=True)
+        else:
+            masks[rows] = decode_masks(outputs["masks"], state.original_size)
+    return masks, iou, low_res
+
+
+def _previous(mask_input: Any) -> bool:
+    return isinstance(mask_input, str) and mask_input == PREVIOUS_MASK
 
 
 def decode_all(
@@ -61,17 +165,33 @@ def predict(
     return_logits: bool,
     timeout_s: float,
 ) -> FlowOf[Prediction]:
-    """One prompt on the current image -> (masks CxHxW, iou C, low-res logits Cx256x256)."""
+    """One prompt on the current image -> (masks CxHxW, iou C, low-res logits Cx256x256).
+
+    Transport "session": ``mask_input="previous"`` refines with the session's last best mask, and
+    the low-res logits are None unless the client has ``session_logits``."""
     embedded = core.hold_current()
     try:
+        previous = embedded.session is not None and _previous(mask_input)
         prompt = encode_prompt(
             embedded.state.original_size,
             point_coords=point_coords,
             point_labels=point_labels,
             box=box,
-            mask_input=mask_input,
+            mask_input=None if previous else mask_input,
             limits=core.known_limits(),
         )
+        if embedded.session is not None:
+            masks, iou, logits = yield from session_answers(
+                core,
+                embedded.session,
+                embedded.state,
+                [prompt],
+                multimask_output=multimask_output,
+                return_logits=return_logits,
+                use_previous_mask=previous,
+                timeout_s=timeout_s,
+            )
+            return masks[0], iou[0], None if logits is None else logits[0]  # type: ignore[return-value]
         iou, low_res = yield from core.decode(embedded, [prompt], timeout_s)
     finally:
         core.release(embedded)
@@ -103,6 +223,18 @@ def predict_batch(
             mask_inputs=mask_inputs,
             limits=core.known_limits(),
         )
+        if embedded.session is not None:
+            answers = yield from session_answers(
+                core,
+                embedded.session,
+                embedded.state,
+                prompts,
+                multimask_output=multimask_output,
+                return_logits=return_logits,
+                use_previous_mask=False,
+                timeout_s=timeout_s,
+            )
+            return answers  # type: ignore[return-value]
         iou, low_res = yield from decode_all(core, embedded, prompts, timeout_s)
     finally:
         core.release(embedded)

@@ -23,6 +23,7 @@ MODEL_SPECS = {
     contract.ENCODER_MODEL: (contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS),
     contract.DECODER_MODEL: (contract.DECODER_INPUTS, contract.DECODER_OUTPUTS),
     contract.ENSEMBLE_MODEL: (contract.ENSEMBLE_INPUTS, contract.ENSEMBLE_OUTPUTS),
+    contract.SESSION_MODEL: (contract.SESSION_INPUTS, contract.SESSION_OUTPUTS),
 }
 
 
@@ -68,6 +69,13 @@ def test_configs_parse_and_follow_the_contract(runtime):
     assert decoder.parameters["max_points"].string_value == "8"
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["sam_encoder", "sam_decoder"]
     assert (decoder.dynamic_batching.max_queue_delay_microseconds > 0) == batching
+    session = _parse(files["sam_session/config.pbtxt"])
+    assert session.backend == "python" and session.max_batch_size == 0
+    assert [(t.name, t.optional) for t in session.input] == [(s.name, s.optional) for s in contract.SESSION_INPUTS]
+    assert [t.name for t in session.output] == [s.name for s in contract.SESSION_OUTPUTS]
+    assert session.instance_group[0].count == 1 and session.parameters["max_prompts"].string_value == "32"
+    assert session.parameters["embedding_memory"].string_value == ("gpu" if runtime == "tensorrt" else "cpu")
+    assert "sam_session/1/model.py" in files
 
 
 def _every_variant():
@@ -94,7 +102,7 @@ def test_every_config_is_the_printed_model_config_message(name, options):
     """config.pbtxt is a printed ModelConfig: it parses, and printing the parsed message gives the same
     text (no field the proto does not hold, none lost); the tensors are the contract's."""
     configs = {path: text for path, text in config_files(options).items() if path.endswith("config.pbtxt")}
-    assert sorted(configs) == ["sam/config.pbtxt", "sam_decoder/config.pbtxt", "sam_encoder/config.pbtxt"]
+    assert sorted(configs) == ["sam/config.pbtxt", "sam_decoder/config.pbtxt", "sam_encoder/config.pbtxt", "sam_session/config.pbtxt"]
     for path, text in configs.items():
         message = _parse(text)
         assert config_text(message) == text, f"{name}: {path}"
@@ -133,7 +141,15 @@ def _files(repository: Path):
     return sorted(p.relative_to(repository).as_posix() for p in repository.rglob("*") if p.is_file())
 
 
-CONFIGS = ["sam/1/.gitkeep", "sam/config.pbtxt", "sam_decoder/config.pbtxt", "sam_encoder/config.pbtxt"]
+# sam_session (its config and model.py) is in every runtime's repository.
+CONFIGS = [
+    "sam/1/.gitkeep",
+    "sam/config.pbtxt",
+    "sam_decoder/config.pbtxt",
+    "sam_encoder/config.pbtxt",
+    "sam_session/1/model.py",
+    "sam_session/config.pbtxt",
+]
 ONNX = ["sam_decoder/1/model.onnx", "sam_encoder/1/model.onnx"]
 PYTHON_MODELS = ["sam_decoder/1/model.py", "sam_encoder/1/model.py"]
 

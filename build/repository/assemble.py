@@ -30,6 +30,7 @@ from .model_config import (
     label_parameters,
     limit_parameters,
     model_config,
+    session_config,
 )
 from .openvino_options import DEFAULT_DECODER_ENGINE, OpenVinoOptions
 from .openvino_options import PRECISIONS as OPENVINO_PRECISIONS
@@ -115,6 +116,7 @@ DECODER_ENGINES = ("onnxruntime", "openvino")
 
 TEMPLATES = Path(__file__).parent / "templates"
 PYTHON_MODEL_TEMPLATE = "python_model.py"
+SESSION_MODEL_TEMPLATE = "session_model.py"
 # Ensembles need an (empty) version directory; git keeps empty directories only with a file in them.
 ENSEMBLE_KEEP_FILE = ".gitkeep"
 
@@ -134,6 +136,9 @@ class RepositoryOptions:
     decoder_cuda_graphs: bool = False  # TensorRT only: capture CUDA graphs of the decoder's common shape
     decoder_engine: Optional[str] = None  # None: the runtime's choice (RuntimeSpec.decoder_engine, else its own)
     openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)  # for the models that run OpenVINO
+    session_store_bytes: int = contract.DEFAULT_STORE_BYTES  # sam_session's store cap (README "Sessions")
+    session_idle_ttl_s: float = contract.DEFAULT_IDLE_TTL_S
+    session_max_image_pixels: int = contract.DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -150,6 +155,9 @@ class RepositoryOptions:
                 raise ValueError(f"decoder engine {self.decoder_engine!r}: expected one of {list(DECODER_ENGINES)}")
             if self.spec.engine == "tensorrt":
                 raise ValueError("--decoder-engine: --runtime tensorrt builds TensorRT engines of both models")
+        for name in ("session_store_bytes", "session_idle_ttl_s", "session_max_image_pixels"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.instance_kind == "KIND_GPU" and self.runs_openvino():
             raise ValueError("OpenVINO runs on the CPU here: --instance-kind KIND_GPU does not apply to its models")
 
@@ -197,6 +205,19 @@ def _add_extra_blocks(config: ModelConfig, options: RepositoryOptions, model: st
     return config
 
 
+def session_parameters(options: RepositoryOptions) -> Dict[str, str]:
+    """sam_session's config parameters: the store's bounds, the pixel cap, the decoder's prompt
+    limits, and where the encoder's output is kept (GPU memory when the encoder runs on a GPU)."""
+    gpu = (options.instance_kind or options.spec.instance_kind) == "KIND_GPU"
+    return {
+        "store_bytes": str(options.session_store_bytes),
+        "idle_ttl_s": f"{options.session_idle_ttl_s:g}",
+        "max_image_pixels": str(options.session_max_image_pixels),
+        "embedding_memory": "gpu" if gpu else "cpu",
+        **limit_parameters(options.limits),
+    }
+
+
 def config_files(options: RepositoryOptions) -> Dict[str, str]:
     """Relative path -> text of every generated file but the model artifacts."""
     encoder, decoder = options.spec, options.decoder_spec
@@ -231,9 +252,11 @@ def config_files(options: RepositoryOptions) -> Dict[str, str]:
             triton_batching=batching,
         ),
         contract.ENSEMBLE_MODEL: ensemble_config(options.limits, triton_batching=batching),
+        contract.SESSION_MODEL: session_config(session_parameters(options)),
     }
     files = {f"{model}/config.pbtxt": config_text(_add_extra_blocks(config, options, model)) for model, config in configs.items()}
     files[f"{contract.ENSEMBLE_MODEL}/1/{ENSEMBLE_KEEP_FILE}"] = ""
+    files[f"{contract.SESSION_MODEL}/1/model.py"] = (TEMPLATES / SESSION_MODEL_TEMPLATE).read_text()
     source = (TEMPLATES / PYTHON_MODEL_TEMPLATE).read_text()
     for model, spec in ((contract.ENCODER_MODEL, encoder), (contract.DECODER_MODEL, decoder)):
         if spec.python_model:
@@ -284,12 +307,12 @@ def runtime_files(options: RepositoryOptions, *, onnx_dir: Optional[Path] = None
 
 
 def remove_stale_files(repository: Path, keep: Set[str]) -> List[str]:
-    """Delete every file under the repository's sam_encoder, sam_decoder and sam folders that is not in
+    """Delete every file under the repository's sam_encoder, sam_decoder, sam and sam_session folders that is not in
     ``keep`` (what an earlier build for another runtime left: model.py, model.onnx, plans), and the
     folders left empty; other models' folders are not touched. Returns the removed paths."""
     repository = Path(repository)
     removed = []
-    for model in (contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL):
+    for model in (contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL, contract.SESSION_MODEL):
         folder = repository / model
         if not folder.is_dir():
             continue

@@ -26,13 +26,15 @@ ModelConfig = Any
 
 
 def _data_type(spec: TensorSpec) -> int:
-    return pb.DataType.Value(f"TYPE_{spec.dtype}")
+    return pb.DataType.Value("TYPE_STRING" if spec.dtype == "BYTES" else f"TYPE_{spec.dtype}")  # config.pbtxt's name of the wire's BYTES
 
 
 def _add_tensors(field: Any, specs: Sequence[TensorSpec], batch_in_dims: bool) -> None:
     """Append one ModelInput/ModelOutput per spec to a repeated field (``config.input`` or ``config.output``)."""
     for spec in specs:
-        field.add(name=spec.name, data_type=_data_type(spec), dims=((-1,) if batch_in_dims else ()) + spec.dims)
+        tensor = field.add(name=spec.name, data_type=_data_type(spec), dims=((-1,) if batch_in_dims else ()) + spec.dims)
+        if getattr(spec, "optional", False):
+            tensor.optional = True
 
 
 def _set_parameters(config: ModelConfig, params: Dict[str, str]) -> None:
@@ -93,6 +95,22 @@ def ensemble_config(limits: Limits, triton_batching: bool = True) -> ModelConfig
     _add_tensors(config.output, contract.ENSEMBLE_OUTPUTS, not triton_batching)
     _add_step(config, contract.ENCODER_MODEL, contract.ENCODER_INPUTS, contract.ENCODER_OUTPUTS)
     _add_step(config, contract.DECODER_MODEL, contract.DECODER_INPUTS, contract.DECODER_OUTPUTS)
+    return config
+
+
+def session_config(parameters: Dict[str, str]) -> ModelConfig:
+    """``sam_session``: the python-backend BLS model keeping image embeddings between calls.
+
+    One CPU instance (count 1): the store lives in the model instance (a python stub process), so a
+    second instance would hold a second store that the first one's sessions are unknown to. The
+    encoder and decoder it calls keep their own instances and batching. No batch dim: one request
+    is one operation on one session.
+    """
+    config = pb.ModelConfig(name=contract.SESSION_MODEL, backend="python", max_batch_size=0)
+    _add_tensors(config.input, contract.SESSION_INPUTS, False)
+    _add_tensors(config.output, contract.SESSION_OUTPUTS, False)
+    config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_CPU)
+    _set_parameters(config, parameters)
     return config
 
 

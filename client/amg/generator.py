@@ -223,6 +223,8 @@ def _process_crop(
             batches.append(batch)
     finally:
         core.release(embedded)
+        core.forget_session(embedded)  # transport "session": closed on the server below
+    yield from core.close_forgotten(timeout_s)
     return (yield from compute(merge_batches, batches, crop_box, options))
 
 

@@ -14,8 +14,11 @@ Transports (where the image embedding lives between ``set_image`` and ``predict`
   prompts and the IoU scores cross the socket. Client and server on one host.
 - ``"cuda"``: the same with CUDA shared memory, for a server with a GPU on this host.
 - ``"grpc"``: the embedding comes back from the encoder and is sent with each decoder request.
-- ``"auto"`` (default): ``"shm"`` for a loopback address, else ``"grpc"``; it falls back to
-  ``"grpc"`` with a warning if the server cannot map the region.
+- ``"session"``: the image goes up once, compressed, and the embedding stays in the server's
+  ``sam_session`` store; a click sends its prompt and gets scores and compact masks (``sessions``).
+- ``"auto"`` (default): ``"shm"`` for a loopback address, else ``"session"`` (``"grpc"`` if the
+  server has no ``sam_session``); it falls back to ``"grpc"`` with a warning if the server cannot
+  map the region.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ from ..contract import (
     LOW_RES_SIZE,
     MASK_INPUT,
     NUM_MASK_OUTPUTS,
+    SESSION_MODEL,
     Limits,
 )
-from ..errors import ClientClosedError, InvalidInputError, NoImageSetError, server_may_still_run
+from ..errors import ClientClosedError, InvalidInputError, NoImageSetError, TransportUnavailableError, server_may_still_run
 from ..predictor.prompts import DecoderPrompt
 from ..predictor.requests import OUTPUT_NAMES, ImageState, prompt_request
 from .channel_options import ChannelOptions, check_headers
@@ -55,11 +59,12 @@ from .ops import Flow, RetryPolicy, read_rpc, with_headers
 from .region_pool import RegionPool
 from .regions import REGION_KINDS, Placed, unique_region_name
 from .server_key import check_key, is_loopback
+from .sessions import SessionFlows, SessionRef, Upload, resized_upload
 from .triton_io import infer_rpc, limits_from_config, read_outputs
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = ("auto", "shm", "cuda", "grpc")
+TRANSPORTS = ("auto", "shm", "cuda", "grpc", "session")
 
 
 def check_timeout(value: object, argument: str) -> float:
@@ -76,13 +81,17 @@ def check_timeout(value: object, argument: str) -> float:
 @dataclass(frozen=True)
 class Embedded:
     """An image's embedding: its ``ImageState`` and either the 1x256x64x64 float32 ``array``
-    (transport "grpc") or where it is ``placed`` in a registered region (shm, cuda)."""
+    (transport "grpc"), where it is ``placed`` in a registered region (shm, cuda), or the
+    ``session`` holding it on the server (session)."""
 
     state: ImageState
     array: Optional[np.ndarray] = None
     placed: Optional[Placed] = None
+    session: Optional[SessionRef] = None
 
     def read(self) -> np.ndarray:
+        if self.session is not None:
+            raise TransportUnavailableError("with transport='session' the embedding stays on the server; use transport='grpc' to read it")
         if self.array is not None:
             return self.array
         if self.placed is None:
@@ -90,7 +99,7 @@ class Embedded:
         return self.placed.read()
 
 
-class SamCore(TransportFlows):
+class SamCore(TransportFlows, SessionFlows):
     """Options, state and flows of one client; see the module docstring. The connection and
     region flows (``_rpc``, ``_lease``, ``_destroy``...) are in ``TransportFlows``."""
 
@@ -107,6 +116,7 @@ class SamCore(TransportFlows):
         max_regions: int,
         api_key: Optional[str],
         channel: Optional[ChannelOptions] = None,
+        session_logits: bool = False,
     ) -> None:
         if transport not in TRANSPORTS:
             raise InvalidInputError("transport", f"got {transport!r}; expected one of {', '.join(TRANSPORTS)}")
@@ -135,6 +145,9 @@ class SamCore(TransportFlows):
         self._needs_probe = False
         self._zeros: Optional[Any] = None  # a held region of zeros: mask_input of prompts without one
         self._zeros_pending = False
+        self.session_logits = bool(session_logits)  # transport "session": predict's low-res logits come back
+        self.reopens = 0  # transport "session": sessions re-opened after the server lost them
+        self.sessions_to_close: list = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def timeout(self, timeout_s: Optional[float]) -> float:
@@ -165,7 +178,13 @@ class SamCore(TransportFlows):
     def _resolve_transport(self) -> Flow:
         transport = self.requested_transport
         if transport == "auto":
-            transport = "shm" if is_loopback(self.url) else "grpc"
+            transport = "shm" if is_loopback(self.url) else "session"
+        if transport == "session" and not (yield from self._serves_sessions()):
+            reason = f"the server at {self.url} does not serve {SESSION_MODEL} (a repository built before sessions?)"
+            if self.requested_transport != "auto":
+                raise TransportUnavailableError(f"transport='session': {reason}; use transport='grpc' or rebuild the repository")
+            log.warning("%s; using transport='grpc'", reason)
+            transport = "grpc"
         if transport in REGION_KINDS:
             kind = REGION_KINDS[transport]
             self.pool = RegionPool(
@@ -177,6 +196,10 @@ class SamCore(TransportFlows):
         self.transport = transport
         if self.pool is not None:
             yield from self._lease_and_release_probe()
+
+    def _serves_sessions(self) -> Flow:
+        ready = yield from self._rpc(read_rpc("is_model_ready", model=SESSION_MODEL, timeout_s=self.timeout_s, model_name=SESSION_MODEL))
+        return bool(ready)
 
     def should_open(self) -> bool:
         """True while new; False once open; ClientClosedError once closing or closed."""
@@ -197,6 +220,8 @@ class SamCore(TransportFlows):
         drained; a region still busy is freed when its call ends); wait until ``deadline``
         (``time.monotonic()``) for the server to let go of quarantined regions."""
         self.reset_image()
+        if self.transport == "session":
+            yield from self.close_forgotten(self.timeout_s)
         if self._zeros is not None and self.pool is not None:
             self.pool.release(self._zeros)
         try:
@@ -247,11 +272,18 @@ class SamCore(TransportFlows):
         with self._lock:
             old, self._current = self._current, embedded
         self.release(old)
+        self.forget_session(old)
 
     def reset_image(self) -> None:
         with self._lock:
             old, self._current = self._current, None
         self.release(old)
+        self.forget_session(old)
+
+    def forget_session(self, embedded: Optional[Embedded]) -> None:
+        """An image let go of: its session is closed on the server by the next call (``close_forgotten``)."""
+        if embedded is not None and embedded.session is not None:
+            self.sessions_to_close.append(embedded.session)
 
     @property
     def current(self) -> Optional[Embedded]:
@@ -286,8 +318,20 @@ class SamCore(TransportFlows):
         else:
             self._regions.release(region)
 
-    def embed(self, state: ImageState, timeout_s: float) -> Flow:
-        """Run sam_encoder on a prepared image; returns an ``Embedded`` (held: ``release`` it)."""
+    def embed(self, state: Optional[ImageState], timeout_s: float, upload: Optional[Upload] = None) -> Flow:
+        """Run sam_encoder on a prepared image; returns an ``Embedded`` (held: ``release`` it).
+
+        Transport "session": opens a session from ``upload`` (default: the state's resized image)."""
+        if self.transport == "session":
+            if upload is None:
+                if state is None:
+                    raise ValueError("embed: a state or an upload is needed")
+                height, width = state.input_size
+                upload = resized_upload(state.encoder_inputs["image"][0, :height, :width], state.original_size)
+            ref, original_size, input_size = yield from self.open_session(upload, timeout_s)
+            return Embedded(ImageState(original_size, input_size, {}), session=ref)
+        if state is None:
+            raise ValueError("embed: a state is needed without transport 'session'")
         region = yield from self._lease(EMBEDDING_BYTES, timeout_s)
         placed = None if region is None else Placed(region, EMBEDDING_SHAPE, "float32")
         try:
@@ -309,6 +353,9 @@ class SamCore(TransportFlows):
 
     def decode(self, embedded: Embedded, prompts: Sequence[DecoderPrompt], timeout_s: float) -> Flow:
         """Run sam_decoder on P prompts of one held embedding; returns (iou Px4, logits Px4x256x256)."""
+        if embedded.session is not None:
+            outputs = yield from self.session_predict(embedded.session, prompts, timeout_s, multimask_output=None, masks=False, logits=True)
+            return outputs[IOU_PREDICTIONS.name], outputs[LOW_RES_MASKS.name]
         count = len(prompts)
         zeros = None  # the shared all-zero mask_input region, when every prompt goes without a mask
         if not any(prompt.has_mask_input for prompt in prompts):
