@@ -182,8 +182,9 @@ def sessions_part(
         reopens_during = sum(client.reopens for client in opened)
         cluster.restart(1)
         each(click)
-        routed = placement(cluster, since, "ModelInfer", sessions * (1 + clicks))
         reopens_total = sum(client.reopens for client in opened)
+        # every re-open adds two calls: the predict that missed and the open
+        routed = placement(cluster, since, "ModelInfer", sessions * (1 + clicks) + 2 * reopens_total)
         for client in opened:
             client.close()
     finally:
