@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from sam_triton.cli import container as container_start
 from sam_triton.cli.main import build_parser
-from sam_triton.client import SamClient, SharedMemoryError
+from sam_triton.client import SamClient, SharedMemoryError, contract
 from sam_triton.client.transport.server_key import ENV_VAR, GRPC_HEADER, HEADER, find_key, key_file
 from sam_triton.perf.studies.wire_proxy import CountingProxy
 
@@ -90,7 +90,9 @@ def test_serve_is_secure_by_default(python_repository, cache_dir, tmp_path, imag
                 ):
                     assert grpc_refusal(call) == f"StatusCode.UNAVAILABLE {RESTRICTED}"
             assert raw.get_system_shared_memory_status(headers=key, as_json=True) == {}  # ... open with it
-            assert len(raw.get_model_repository_index(headers=key).models) == 3
+            index = raw.get_model_repository_index(headers=key).models
+            every = (contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL, contract.SESSION_MODEL)
+            assert sorted(m.name for m in index) == sorted(every)
             for call in (lambda: raw.unload_model("sam_decoder", headers=key), lambda: raw.load_model("sam", headers=key)):
                 assert grpc_refusal(call) == f"StatusCode.UNAVAILABLE {NO_MODEL_CONTROL}"  # model control mode NONE
             assert raw.is_model_ready("sam_decoder")
