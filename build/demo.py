@@ -1,9 +1,10 @@
 """The main job on the embedded default: checkpoint -> ONNX -> CPU tritonserver -> client -> masks.
 
 Weights: ``--checkpoint`` or ``$SAM_CHECKPOINT``; ``--preset`` for seeded random weights of that
-architecture (tests); otherwise Meta's ViT-B checkpoint, downloaded into the cache (from
-``DemoConfig.checkpoints``); where it cannot be downloaded, seeded random ViT-B weights, with a
-loud warning that the masks are then meaningless.
+architecture (tests); otherwise the official checkpoint of ``--model-type`` (Meta's ViT-B by
+default, MobileSAM's for vit_t), downloaded into the cache (from ``DemoConfig.checkpoints``); where
+it cannot be downloaded, seeded random weights of that type, with a loud warning that the masks
+are then meaningless.
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS_WARNING = """
 ************************************************************************************
-*  No SAM checkpoint: $SAM_CHECKPOINT is unset and Meta's ViT-B checkpoint could   *
-*  not be downloaded. Falling back to SEEDED RANDOM ViT-B WEIGHTS: the pipeline    *
-*  runs end to end, but THE MASKS ARE MEANINGLESS. Set SAM_CHECKPOINT=/path/to/    *
-*  sam_vit_b_01ec64.pth (or pass --checkpoint) for real masks.                     *
+*  No checkpoint: $SAM_CHECKPOINT is unset and the official {model_type} checkpoint
+*  could not be downloaded. Falling back to SEEDED RANDOM {model_type} WEIGHTS: the
+*  pipeline runs end to end, but THE MASKS ARE MEANINGLESS. Set SAM_CHECKPOINT=
+*  /path/to/{file} (or pass --checkpoint) for real masks.
 ************************************************************************************"""
+
+
+def random_weights_warning(config: "DemoConfig") -> str:
+    return RANDOM_WEIGHTS_WARNING.format(model_type=config.model_type, file=config.checkpoints.file(config.model_type).name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +52,7 @@ class DemoConfig:
     preset: Optional[str] = None  # seeded random weights of this architecture instead of a checkpoint
     seed: int = DEFAULT_SEED
     image: Optional[Path] = None
-    model_type: str = "vit_b"  # the official checkpoint downloaded when no checkpoint or preset is given
+    model_type: str = "vit_b"  # the official checkpoint downloaded when no checkpoint or preset is given (vit_t: MobileSAM's)
     checkpoints: CheckpointSource = META  # where that download comes from
     runtime: str = DEFAULT_RUNTIME  # an embedded (python-backend) runtime: openvino or python
     precision: str = "fp32"  # openvino: fp32 or bf16
@@ -61,7 +66,7 @@ def choose_weights(config: DemoConfig) -> ModelChoice:
     if checkpoint is None:
         checkpoint = checkpoint_or_none(config.model_type, config.cache_dir, source=config.checkpoints)
     if checkpoint is None:
-        log.warning(RANDOM_WEIGHTS_WARNING)
+        log.warning(random_weights_warning(config))
         return ModelChoice(model_type=config.model_type)
     return ModelChoice(checkpoint=checkpoint)
 
@@ -93,5 +98,5 @@ def run_demo(config: DemoConfig) -> dict:
                 client, image, prompt, Path(config.out_dir) / name, multimask=(name == "point"), ensemble=(name == "box")
             )
     if choice.checkpoint is None and config.preset is None:
-        log.warning(RANDOM_WEIGHTS_WARNING)
+        log.warning(random_weights_warning(config))
     return summaries

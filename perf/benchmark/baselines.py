@@ -122,16 +122,17 @@ def openvino_precisions() -> Tuple[Tuple[str, ...], Optional[str]]:
 
 
 class TorchRunner:
-    """Meta's SamPredictor on the same weights; ``encode`` sets the image and returns its features."""
+    """Meta's SamPredictor (MobileSAM's for vit_t) on the same weights; ``encode`` sets the image and returns its features."""
 
     runtime = "pytorch"
 
     def __init__(self, sam) -> None:
         import torch
-        from segment_anything import SamPredictor
+
+        from sam_triton.build.models.mobile_sam import predictor
 
         self.torch = torch
-        self.predictor = SamPredictor(sam)
+        self.predictor = predictor(sam)
 
     def encode(self, photo: Photo):
         h, w = (int(v) for v in photo.encoder_inputs["input_size"])

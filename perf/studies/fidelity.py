@@ -165,9 +165,8 @@ def markdown_table(study: Mapping[str, object]) -> str:
 
 def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, np.ndarray], cache_dir: Path, work: Path) -> dict:
     """Precision -> figures: ``model``'s export and SamPredictor answers once, then one openvino repository per precision, served and measured."""
-    from segment_anything import SamPredictor
-
     from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
+    from sam_triton.build.models.mobile_sam import predictor as reference_predictor
     from sam_triton.build.repository.assemble import RepositoryOptions, assemble
     from sam_triton.build.repository.openvino_options import OpenVinoOptions
     from sam_triton.build.server.tritonserver import ServerConfig, TritonServer
@@ -180,7 +179,7 @@ def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, n
 
     def predictor_for(name: str, image: np.ndarray):
         if name not in predictors:
-            predictors[name] = SamPredictor(sam)
+            predictors[name] = reference_predictor(sam)
             predictors[name].set_image(image)
         return predictors[name]
 
