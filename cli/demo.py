@@ -67,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
         )
     )
+    first = summaries.pop("time_to_first_mask")
+    weights = f"{args.preset} (random weights)" if args.preset else (args.checkpoint.name if args.checkpoint else args.model_type)
+    print(
+        f"time to first mask ({weights}, {args.runtime} {args.precision}): {first['seconds']:.2f} s (opening the photo {first['open_s']:.2f} s, the decoder"
+        f" {first['decoder_s']:.3f} s: {100 * first['decoder_share']:.1f} %)"
+    )
     for name, summary in summaries.items():
         scores = ", ".join(f"{s:.4f}" for s in summary["scores"])
         print(f"{name} prompt: predicted IoU {scores}; overlay {summary['overlay']}")
