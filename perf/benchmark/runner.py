@@ -23,6 +23,7 @@ from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MO
 
 from .analyzer import run_sweep
 from .baselines import RUNNER_NAMES, OpenVinoRunner, OrtRunner, TorchRunner, measure, openvino_precisions, ort_embeddings
+from .first_mask import in_process_first_masks, served_first_mask
 from .input_data import write_input_data
 from .install import ensure_perf_analyzer
 from .machine import load_average, machine_info
@@ -141,6 +142,8 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
                 measurement=options.decoder_measurement if decoder else options.encoder_measurement,
                 timeout_s=options.run_timeout_s,
             )
+        configs = read_configs(repository)
+        first_masks = [served_first_mask(url, [photo.image for photo in workload.photos], triton_label(configs))]
 
     sam, _ = load_model(checkpoint=options.model.checkpoint, model_type=options.model.model_type, seed=options.model.seed)
     baselines = measure(ort, workload, requests=options.baseline_requests, embeddings=embeddings)
@@ -149,7 +152,6 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
         baselines += measure(OpenVinoRunner(onnx_dir, precision=precision), workload, requests=options.baseline_requests)
     baselines += measure(TorchRunner(sam), workload, requests=options.baseline_requests)
 
-    configs = read_configs(repository)  # what Triton served, read once for the labels and the ratios
     machine = machine_info(load_at_start)
     where = f"{machine['cpu']} ({machine['usable_cores']} cores), GPU: {machine['gpu']}"
     run = BenchmarkRun(
@@ -169,6 +171,8 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
         baselines=baselines,
         ratios=headline_ratios(sweeps, baselines, served_engines(configs)),
         notes=run_notes(options, bf16_missing),
+        model_type=manifest["model_type"],
+        first_masks=first_masks + in_process_first_masks(baselines),
     )
     run.plots = plot_all(sweeps, baselines, run_dir / "plots", triton_label=run.triton_label, where=where)
     run.duration_s = time.monotonic() - start
