@@ -202,3 +202,19 @@ def test_a_file_in_a_git_repository_is_verified_by_its_git_blob_id(tmp_path):
     finally:
         server.close()
     assert MOBILE_SAM_FILES["vit_t"].base_url.startswith("https://github.com/ChaoningZhang/MobileSAM/raw/")
+
+
+def test_demo_model_type_vit_t_falls_back_to_random_vit_t_weights_offline(tmp_path, monkeypatch, caplog):
+    """`demo --model-type vit_t` where MobileSAM's file cannot be fetched: seeded random vit_t weights, said loudly."""
+    monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
+    server = Loopback(tmp_path, ranges=False)
+    url = server.url
+    server.close()  # nothing listens there
+    offline = CheckpointSource(files={"vit_t": OfficialFile("mobile_sam.pt", git_blob="1" * 40, base_url=url)}, timeout_s=5)
+    config = DemoConfig(
+        out_dir=tmp_path / "out", repository=tmp_path / "repo", cache_dir=tmp_path / "cache", model_type="vit_t", checkpoints=offline
+    )
+    with caplog.at_level("WARNING"):
+        choice = choose_weights(config)
+    assert choice.checkpoint is None and choice.model_type == "vit_t"
+    assert "SEEDED RANDOM vit_t WEIGHTS" in caplog.text and "mobile_sam.pt" in caplog.text
