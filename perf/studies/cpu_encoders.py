@@ -102,6 +102,7 @@ def first_masks(client, paths: Sequence[Path]) -> dict:
 
 def run_config(model: str, precision: str, paths: Sequence[Path], reps: int, cache_dir: Path, work: Path, fidelity: bool) -> dict:
     from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
+    from sam_triton.build.export.quantize import DEFAULT_SCOPE
     from sam_triton.build.repository.assemble import RepositoryOptions, assemble
     from sam_triton.build.repository.openvino_options import OpenVinoOptions
     from sam_triton.build.server.tritonserver import ServerConfig, TritonServer
@@ -110,6 +111,8 @@ def run_config(model: str, precision: str, paths: Sequence[Path], reps: int, cac
     from sam_triton.client.predictor.transforms import prepare_image
     from sam_triton.perf.benchmark.baselines import OpenVinoRunner
 
+    precision, _, scope = precision.partition("@")  # int8@none: another ignored scope
+    scope = scope or DEFAULT_SCOPE
     choice = ModelChoice(model_type=model)
     onnx_dir, _ = prepare_onnx(choice, cache_dir=cache_dir)
     feeds = []
@@ -118,10 +121,11 @@ def run_config(model: str, precision: str, paths: Sequence[Path], reps: int, cac
         feeds.append({"image": padded[None], "input_size": size[None]})
     repository = assemble(
         work / f"repo-{model}-{precision}",
-        RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision=precision)),
+        RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision=precision, int8_scope=scope)),
         onnx_dir=onnx_dir,
     )
-    result: dict = {"model": model, "precision": precision, "weights": "random (seeded preset)"}
+    label = precision if precision != "int8" else f"int8@{scope}"
+    result: dict = {"model": model, "precision": label, "weights": "random (seeded preset)"}
     with TritonServer(ServerConfig.on_free_ports(repository), log_path=work / f"{model}-{precision}.log", cache_dir=cache_dir) as server:
         served = served_encoder_s(server.config.grpc_url, feeds, reps)
         with SamClient(server.config.grpc_url, timeout_s=600) as client:
@@ -140,7 +144,7 @@ def run_config(model: str, precision: str, paths: Sequence[Path], reps: int, cac
                     return predictor
 
                 result["fidelity_vs_pytorch"] = measure(client, predictor_for, images)
-    runner = OpenVinoRunner(onnx_dir, precision=precision)
+    runner = OpenVinoRunner(onnx_dir, precision=precision, int8_scope=scope)
     local = in_process_encoder_s(runner, feeds, reps)
     del runner
     ttfm = statistics.median(first["ttfm"])
@@ -205,7 +209,12 @@ def markdown(study: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sam_triton.perf.studies.cpu_encoders", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), help="model:precision pairs, FP32 of a model first.")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(DEFAULT_CONFIGS),
+        help="model:precision pairs, FP32 of a model first; int8@SCOPE for another ignored scope.",
+    )
     parser.add_argument("--reps", type=int, default=5, help="Timed encoder requests per configuration (served and in-process).")
     parser.add_argument("--cache-dir", type=Path, help="Where exports are cached (default: $SAM_TRITON_CACHE or ~/.cache/sam-triton).")
     parser.add_argument("--out", type=Path, required=True, help="Output path without suffix: writes OUT.json and OUT.md.")
