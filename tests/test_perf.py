@@ -286,6 +286,26 @@ def test_perf_rejects_bad_concurrency(capsys):
     assert "expected comma-separated integers" in capsys.readouterr().err
 
 
+def test_perf_precision_needs_an_openvino_runtime(capsys, tmp_path):
+    code = main(
+        [
+            "perf",
+            "--preset",
+            "tiny",
+            "--runtime",
+            "python",
+            "--precision",
+            "int8",
+            "--repository",
+            str(tmp_path / "r"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 1
+    assert "--precision int8: applies with --runtime openvino or openvino-backend (got python)" in capsys.readouterr().err
+
+
 def test_perf_against_a_running_server_with_url(grpc_url, python_repository, cache_dir, tmp_path):
     code = main(
         [

@@ -18,6 +18,7 @@ from sam_triton.build.export.pipeline import prepare_onnx
 from sam_triton.build.models.presets import load_model, sha256_of
 from sam_triton.build.repository.assemble import RepositoryOptions, assemble
 from sam_triton.build.repository.model_config import read_configs
+from sam_triton.build.repository.openvino_options import OpenVinoOptions
 from sam_triton.build.server.tritonserver import ServerConfig, TritonServer, model_names
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL
 
@@ -44,7 +45,8 @@ def prepare_repository(options: PerfOptions, onnx_dir: Path) -> Path:
     """Write the repository for ``options.runtime``, or check that the existing one serves these weights."""
     repository = Path(options.repository)
     if options.runtime:
-        return assemble(repository, RepositoryOptions(runtime=options.runtime), onnx_dir=onnx_dir)
+        openvino = OpenVinoOptions(precision=options.precision)
+        return assemble(repository, RepositoryOptions(runtime=options.runtime, openvino=openvino), onnx_dir=onnx_dir)
     if options.url:
         return repository  # the running server's repository: nothing here to check it against
     missing = {ENCODER_MODEL, DECODER_MODEL, ENSEMBLE_MODEL} - set(model_names(repository))
@@ -148,6 +150,8 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
     sam, _ = load_model(checkpoint=options.model.checkpoint, model_type=options.model.model_type, seed=options.model.seed)
     baselines = measure(ort, workload, requests=options.baseline_requests, embeddings=embeddings)
     precisions, bf16_missing = openvino_precisions()
+    if options.precision == "int8":  # the served INT8 encoder's in-process twin
+        precisions += ("int8",)
     for precision in precisions:  # one runner at a time: a ViT-B graph compiled twice is gigabytes
         baselines += measure(OpenVinoRunner(onnx_dir, precision=precision), workload, requests=options.baseline_requests)
     baselines += measure(TorchRunner(sam), workload, requests=options.baseline_requests)
