@@ -50,6 +50,10 @@ def test_int8_repository_holds_nncfs_model_and_the_fp32_decoder(tmp_path, tiny_o
     assert {"sam_encoder/1/model.xml", "sam_encoder/1/model.bin", "sam_decoder/1/model.onnx"} <= files
     assert "sam_encoder/1/model.onnx" not in files
     assert "FakeQuantize" in (repository / "sam_encoder/1/model.xml").read_text()
+    from sam_triton.build.repository.model_config import read_configs
+    from sam_triton.perf.benchmark.served import served_engines
+
+    assert served_engines(read_configs(repository)) == {"sam_encoder": "openvino-int8", "sam_decoder": "onnxruntime"}
     # cached: a second build reuses the quantized model
     xml = quantized_encoder(tiny_onnx[0])
     assert xml.name == INT8_XML and (repository / "sam_encoder/1/model.xml").read_bytes() == xml.read_bytes()

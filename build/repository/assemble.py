@@ -210,7 +210,8 @@ def config_files(options: RepositoryOptions) -> Dict[str, str]:
             instance_count=options.encoder_instances,
             instance_kind=options.instance_kind or encoder.instance_kind,
             queue_delay_us=options.encoder_queue_delay_us,
-            parameters=_runtime_parameters(options, encoder),
+            # "precision: int8" tells readers of the config (the perf report) what model.xml holds
+            parameters={**_runtime_parameters(options, encoder), **({"precision": "int8"} if options.int8_encoder else {})},
             extra_blocks=_extra_blocks(options, contract.ENCODER_MODEL),
             triton_batching=batching,
         ),
