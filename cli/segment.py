@@ -42,7 +42,7 @@ def parse_box(text: str) -> Tuple[float, float, float, float]:
         values = ()
     if len(values) != 4:
         raise argparse.ArgumentTypeError(f"--box {text!r}: expected X0,Y0,X1,Y1 in pixels of the image")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Concatenate, Coroutine, Optional, ParamSpec, TypeVar
 
 import tritonclient.grpc.aio as aioclient
 
@@ -18,14 +18,19 @@ from .client_api import SamClientAPI, as_public_method
 from .contract import Limits
 from .errors import ClientNotOpenError
 from .transport.drivers import run_async
-from .transport.ops import Flow
+from .transport.ops import FlowOf
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
 
 
-def awaitable(builder: Callable[..., Flow]) -> Callable[..., Any]:
+def awaitable(
+    builder: Callable[Concatenate[SamClientAPI, Params], FlowOf[Result]],
+) -> Callable[Concatenate["AsyncSamClient", Params], Coroutine[Any, Any, Result]]:
     """A coroutine method running the flow ``builder`` makes (same name, signature and docstring)."""
 
     @functools.wraps(builder)
-    async def method(self: "AsyncSamClient", *args: Any, **kwargs: Any) -> Any:
+    async def method(self: "AsyncSamClient", *args: Params.args, **kwargs: Params.kwargs) -> Result:
         return await self._run(builder(self, *args, **kwargs))
 
     return as_public_method(method, builder, "AsyncSamClient")
@@ -68,7 +73,7 @@ class AsyncSamClient(SamClientAPI):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _run(self, flow: Flow) -> Any:
+    async def _run(self, flow: FlowOf[Result]) -> Result:
         if self._core.state == "new":
             await self.open()
         return await run_async(flow, self._grpc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Callable, Concatenate, Dict, Optional, ParamSpec, Tuple, TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -19,14 +19,17 @@ import tritonclient.grpc as grpcclient
 from .client_api import SamClientAPI, as_public_method
 from .contract import Limits
 from .transport.drivers import run_blocking
-from .transport.ops import Flow
+from .transport.ops import FlowOf
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
 
 
-def blocking(builder: Callable[..., Flow]) -> Callable[..., Any]:
+def blocking(builder: Callable[Concatenate[SamClientAPI, Params], FlowOf[Result]]) -> Callable[Concatenate["SamClient", Params], Result]:
     """A blocking method running the flow ``builder`` makes (same name, signature and docstring)."""
 
     @functools.wraps(builder)
-    def method(self: "SamClient", *args: Any, **kwargs: Any) -> Any:
+    def method(self: "SamClient", *args: Params.args, **kwargs: Params.kwargs) -> Result:
         return self._run(builder(self, *args, **kwargs))
 
     return as_public_method(method, builder, "SamClient")
@@ -84,7 +87,7 @@ class SamClient(SamClientAPI):
         """Prompt limits of the served decoder (read from its config on open)."""
         if self._core.limits is None:
             self.open()
-        return self._core.limits  # type: ignore[return-value]
+        return self._core.known_limits()
 
     def __enter__(self) -> "SamClient":
         return self.open()
@@ -98,7 +101,7 @@ class SamClient(SamClientAPI):
         """One raw inference, past the client-side checks (tests use it to reach the server's)."""
         return self._run(self._core.session(self._core.infer(model, arrays, output_names, self.timeout_s), headers))
 
-    def _run(self, flow: Flow) -> Any:
+    def _run(self, flow: FlowOf[Result]) -> Result:
         if self._core.state == "new":
             self.open()
         return run_blocking(flow, self._grpc)

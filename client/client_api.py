@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -17,18 +17,25 @@ from . import flows as predictor_flows
 from .amg import generator as automatic
 from .amg.generator import MaskGeneratorOptions
 from .contract import Limits
+from .flows import Prediction
+from .predictor.prompt_batches import BatchPrompts
+from .predictor.validation import ImageInput
 from .transport.channel_options import ChannelOptions
 from .transport.core import SamCore
-from .transport.ops import Flow, RetryPolicy, Rpc, Sleep
+from .transport.ops import Flow, FlowOf, RetryPolicy, Rpc, Sleep
 
 #: How often close() looks whether the calls in flight have ended.
 DRAIN_POLL_S = 0.005
 
 
-def as_public_method(method: Callable[..., Any], builder: Callable[..., Flow], owner: str) -> Callable[..., Any]:
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def as_public_method(method: Method, builder: Callable[..., Flow], owner: str) -> Method:
     """Name ``method`` (a wrapper running ``builder``'s flow) as the public call, with its signature."""
     method.__name__ = builder.__name__.lstrip("_")
     method.__qualname__ = f"{owner}.{method.__name__}"
+    # typeshed declares no __signature__ on functions, though inspect.signature reads it there
     method.__signature__ = inspect.signature(builder).replace(return_annotation=inspect.Signature.empty)  # type: ignore[attr-defined]
     return method
 
@@ -164,8 +171,13 @@ class SamClientAPI:
 
     # -- calls, as flows ---------------------------------------------------------------------
     def _set_image(
-        self, image: Any, image_format: str = "RGB", *, timeout_s: Optional[float] = None, headers: Optional[Mapping[str, str]] = None
-    ) -> Flow:
+        self,
+        image: ImageInput,
+        image_format: str = "RGB",
+        *,
+        timeout_s: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> FlowOf[None]:
         """Embed an HxWx3 uint8 image (RGB, or BGR with ``image_format``) with ``sam_encoder``.
 
         With transport "shm"/"cuda" the embedding stays in a region on the server's side of the
@@ -189,7 +201,7 @@ class SamClientAPI:
         *,
         timeout_s: Optional[float] = None,
         headers: Optional[Mapping[str, str]] = None,
-    ) -> Flow:
+    ) -> FlowOf[Prediction]:
         """Masks for one prompt on the current image, exactly as ``SamPredictor.predict``.
 
         point_coords: Nx2 (x, y) in pixels of the original image; point_labels: N of 1 (foreground)
@@ -215,16 +227,16 @@ class SamClientAPI:
 
     def _predict_batch(
         self,
-        point_coords: Any = None,
-        point_labels: Any = None,
-        boxes: Any = None,
-        mask_inputs: Any = None,
+        point_coords: BatchPrompts = None,
+        point_labels: BatchPrompts = None,
+        boxes: BatchPrompts = None,
+        mask_inputs: BatchPrompts = None,
         multimask_output: bool = True,
         return_logits: bool = False,
         *,
         timeout_s: Optional[float] = None,
         headers: Optional[Mapping[str, str]] = None,
-    ) -> Flow:
+    ) -> FlowOf[Prediction]:
         """P prompts on the current image in as few requests as the decoder's limits allow.
 
         point_coords: P arrays Nx2 (N may differ) or a PxNx2 array; point_labels: P arrays of N or
@@ -250,7 +262,7 @@ class SamClientAPI:
 
     def _segment(
         self,
-        image: Any,
+        image: ImageInput,
         point_coords: Optional[np.ndarray] = None,
         point_labels: Optional[np.ndarray] = None,
         box: Optional[np.ndarray] = None,
@@ -261,7 +273,7 @@ class SamClientAPI:
         *,
         timeout_s: Optional[float] = None,
         headers: Optional[Mapping[str, str]] = None,
-    ) -> Flow:
+    ) -> FlowOf[Prediction]:
         """One request through the ``sam`` ensemble: image and prompt in, ``predict``'s result out.
 
         Stateless: it neither needs nor changes the image set by ``set_image``.
@@ -286,13 +298,13 @@ class SamClientAPI:
 
     def _generate(
         self,
-        image: Any,
+        image: ImageInput,
         options: Optional[MaskGeneratorOptions] = None,
         *,
         timeout_s: Optional[float] = None,
         headers: Optional[Mapping[str, str]] = None,
         **overrides: Any,
-    ) -> Flow:
+    ) -> FlowOf[List[Dict[str, Any]]]:
         """All masks of an HxWx3 uint8 RGB image, as ``SamAutomaticMaskGenerator.generate``.
 
         Options are ``MaskGeneratorOptions`` (or its fields as keywords: points_per_side=32,

@@ -115,7 +115,8 @@ def from_triton(exc: BaseException, *, model: Optional[str] = None, request: str
     DEADLINE_EXCEEDED then means the server cannot use the region (``SharedMemoryError``).
     """
     code = status_name(exc)
-    message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+    message_of = getattr(exc, "message", None)  # InferenceServerException.message(): the server's text alone
+    message = message_of() if callable(message_of) else str(exc)
     cls = _BY_STATUS.get(code or "", ServerError)
     message = message or str(exc)
     if shared_memory and cls not in (ServerUnavailableError, RequestTimeoutError):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Union
 
 import numpy as np
+
+if TYPE_CHECKING:  # onnx is imported where a graph is read (the build extra), its types only for the checker
+    from onnx import ModelProto, NodeProto
 
 #: ONNX element types by the short names TensorRT's operator table uses.
 DTYPE_NAMES = {
@@ -39,7 +42,7 @@ DTYPE_NAMES = {
 }
 
 
-def load_graph(source: Union[str, Path, "object"]):
+def load_graph(source: Union[str, Path, ModelProto]) -> ModelProto:
     """An ``onnx.ModelProto`` from a path (external data is not loaded: only structure is needed)."""
     import onnx
 
@@ -57,19 +60,19 @@ class GraphIndex:
     ``constants[t]`` the value of initializers and Constant-node outputs (small ones only).
     """
 
-    model: object
-    producer: Dict[str, object] = field(default_factory=dict)
-    consumers: Dict[str, List[object]] = field(default_factory=dict)
+    model: ModelProto
+    producer: Dict[str, NodeProto] = field(default_factory=dict)
+    consumers: Dict[str, List[NodeProto]] = field(default_factory=dict)
     dtype: Dict[str, str] = field(default_factory=dict)
     constants: Dict[str, np.ndarray] = field(default_factory=dict)
     graph_inputs: List[str] = field(default_factory=list)
     graph_outputs: List[str] = field(default_factory=list)
     initializers: Set[str] = field(default_factory=set)
-    nodes: List[object] = field(default_factory=list)
+    nodes: List[NodeProto] = field(default_factory=list)
     opsets: Dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, source) -> "GraphIndex":
+    def build(cls, source: Union[str, Path, ModelProto]) -> "GraphIndex":
         from onnx import numpy_helper, shape_inference
 
         model = load_graph(source)
@@ -107,7 +110,7 @@ class GraphIndex:
         index.opsets = {imp.domain or "ai.onnx": imp.version for imp in inferred.opset_import}
         return index
 
-    def single_consumer(self, tensor: str, op_type: str):
+    def single_consumer(self, tensor: str, op_type: str) -> Optional[NodeProto]:
         """The one consumer of ``tensor`` with this op type, or None."""
         found = [n for n in self.consumers.get(tensor, []) if n.op_type == op_type]
         return found[0] if len(found) == 1 else None

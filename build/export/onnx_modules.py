@@ -24,6 +24,11 @@ from ..models import mobile_sam
 class SamEncoderGraph(nn.Module):
     """image BxHxWx3 uint8 (H = W = 1024), input_size Bx2 int32 -> image_embeddings Bx256x64x64 fp32."""
 
+    # buffers registered in __init__ (nn.Module's __getattr__ would type them Tensor | Module)
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+    pixel_index: torch.Tensor
+
     def __init__(self, sam) -> None:
         super().__init__()
         # MobileSAM's TinyViT needs a hook to keep the batch dynamic (a copy; the reference model is untouched).
@@ -54,6 +59,8 @@ class SamDecoderGraph(nn.Module):
          point_labels BxPxN, mask_input BxPx1x256x256, has_mask_input BxP
     out: iou_predictions BxPx4, low_res_masks BxPx4x256x256 (index 0 single-mask, 1..3 multimask)
     """
+
+    image_pe: torch.Tensor  # a buffer registered in __init__
 
     def __init__(self, sam) -> None:
         super().__init__()

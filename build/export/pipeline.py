@@ -77,7 +77,7 @@ def prepare_onnx(
         and manifest.get("opset") == OPSET
         and (manifest.get("check") is not None or not check)
     )
-    if fresh and not force:
+    if manifest is not None and fresh and not force:
         log.info("reusing the ONNX export in %s (%s)", onnx_dir, manifest["source"])
         return onnx_dir, manifest
 

@@ -63,8 +63,8 @@ class CheckReport:
 def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
     """||actual - expected|| / ||expected||, in float64."""
     expected = np.asarray(expected, np.float64)
-    diff = np.linalg.norm(np.asarray(actual, np.float64) - expected)
-    return float(diff / max(np.linalg.norm(expected), 1e-12))
+    diff = float(np.linalg.norm(np.asarray(actual, np.float64) - expected))
+    return diff / max(float(np.linalg.norm(expected)), 1e-12)
 
 
 def mask_iou(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -10,7 +10,7 @@ repository serves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Sequence
 
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits, TensorSpec
@@ -95,7 +95,7 @@ def _dims(shape: Sequence[int]) -> str:
     return ", ".join(str(d) for d in shape)
 
 
-def warmup_block(specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequence[int]]) -> str:
+def warmup_block(specs: Sequence[TensorSpec], opt_shapes: Mapping[str, Sequence[int]]) -> str:
     """``model_warmup``: one zero-filled request at the optimized shape (batch dim first in ``opt_shapes``).
 
     Triton runs it before the model is READY, so the first user request is not the one that pays
@@ -111,7 +111,7 @@ def warmup_block(specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequence[int
     return "model_warmup [\n  {\n" + f'    name: "opt_shape"\n    batch_size: {batch.pop()}\n' + "\n".join(inputs) + "\n  }\n]"
 
 
-def cuda_graphs_block(specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequence[int]], max_batch_size: int) -> str:
+def cuda_graphs_block(specs: Sequence[TensorSpec], opt_shapes: Mapping[str, Sequence[int]], max_batch_size: int) -> str:
     """``optimization { cuda { graphs } }`` with one captured graph per batch size at the optimized shape.
 
     TensorRT's backend replays a graph only for the exact shapes it was captured with, so each
@@ -125,7 +125,7 @@ def cuda_graphs_block(specs: Sequence[TensorSpec], opt_shapes: Dict[str, Sequenc
     return "optimization {\n  cuda {\n    graphs: true\n    graph_spec [\n" + ",\n".join(specs_text) + "\n    ]\n  }\n}"
 
 
-def parse_config(text: str):
+def parse_config(text: str) -> Any:  # a ModelConfig message: tritonclient ships no type information
     """config.pbtxt text -> Triton's ModelConfig message (tritonclient's copy of it); ValueError if it does not parse."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
@@ -136,7 +136,7 @@ def parse_config(text: str):
         raise ValueError(f"config.pbtxt does not parse: {exc}") from exc
 
 
-def read_configs(repository: Path) -> Dict[str, object]:
+def read_configs(repository: Path) -> Dict[str, Any]:
     """Model name -> its parsed config.pbtxt, for every model of a repository, in name order."""
     return {path.parent.name: parse_config(path.read_text()) for path in sorted(Path(repository).glob("*/config.pbtxt"))}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, TypedDict
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,14 @@ def bf16_problem(*, capabilities: Sequence[str], device_name: str) -> Optional[s
     )
 
 
-def cpu_capabilities() -> Dict[str, object]:
+class CpuInfo(TypedDict):
+    """This machine's CPU as OpenVINO names it, and OpenVINO's OPTIMIZATION_CAPABILITIES of it."""
+
+    name: str
+    capabilities: List[str]
+
+
+def cpu_capabilities() -> CpuInfo:
     """This machine's CPU as OpenVINO sees it: {'name': str, 'capabilities': [str]}."""
     try:
         import openvino as ov

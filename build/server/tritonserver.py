@@ -168,11 +168,11 @@ class ServerConfig:
         """tritonserver's TLS and header-forwarding flags for these settings."""
         args = []
         if self.tls:
+            cert, key = self.grpc_server_cert, self.grpc_server_key
+            if cert is None or key is None:  # __post_init__ refuses TLS without both
+                raise ValueError("grpc_use_ssl needs grpc_server_cert and grpc_server_key")
             args.append("--grpc-use-ssl-mutual=true" if self.grpc_use_ssl_mutual else "--grpc-use-ssl=true")
-            args += [
-                f"--grpc-server-cert={Path(self.grpc_server_cert).resolve()}",
-                f"--grpc-server-key={Path(self.grpc_server_key).resolve()}",
-            ]  # type: ignore[arg-type]
+            args += [f"--grpc-server-cert={Path(cert).resolve()}", f"--grpc-server-key={Path(key).resolve()}"]
             if self.grpc_root_cert is not None:
                 args.append(f"--grpc-root-cert={Path(self.grpc_root_cert).resolve()}")
         if self.grpc_header_forward_pattern is not None:

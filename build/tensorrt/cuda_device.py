@@ -9,7 +9,7 @@ Imported lazily, like TensorRT; every call's CUDA error becomes ``CudaError`` wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class DeviceBuffer:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
     @classmethod
-    def empty(cls, shape, dtype) -> "DeviceBuffer":
+    def empty(cls, shape: Sequence[int], dtype: "np.typing.DTypeLike") -> "DeviceBuffer":
         buffer = cls(ptr=0, shape=tuple(int(d) for d in shape), dtype=np.dtype(dtype))
         buffer.ptr = int(_check(_cudart().cudaMalloc(max(buffer.nbytes, 1))))
         return buffer

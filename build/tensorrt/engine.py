@@ -15,13 +15,19 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Set, Tuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Iterable, List, Optional, Set, Tuple, Union
 
 from sam_triton.client.contract import Limits
 
 from .engine_metadata import RuntimeIdentity
 from .precision import PrecisionChoice, select_fp32_nodes
 from .profiles import model_profiles, trtexec_shape_flags
+
+if TYPE_CHECKING:
+    # PyPI's tensorrt-stubs (.tools/typing) for the checker; at run time each function imports
+    # tensorrt after require_tensorrt() said where to get it.
+    import tensorrt as trt
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ DEFAULT_OPTIMIZATION_LEVEL = 3
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^|\]]+?)\s*(?:\||\])")
 
 
-def require_tensorrt():
+def require_tensorrt() -> ModuleType:
     """Import and return the ``tensorrt`` module, or fail fast with where to get it."""
     try:
         import tensorrt
@@ -58,14 +64,14 @@ def require_tensorrt():
 
 def runtime_identity() -> RuntimeIdentity:
     """This machine's TensorRT version and GPU 0 (name, compute capability); fails without either."""
-    trt = require_tensorrt()
+    tensorrt = require_tensorrt()
     from .cuda_device import CudaError, device_identity
 
     try:
         name, capability = device_identity(0)
     except CudaError as exc:
         raise EngineBuildError(f"{exc}: TensorRT engines are built on the GPU they run on (docker run --gpus all ...)") from exc
-    return RuntimeIdentity(tensorrt_version=trt.__version__, gpu_name=name, compute_capability=capability)
+    return RuntimeIdentity(tensorrt_version=tensorrt.__version__, gpu_name=name, compute_capability=capability)
 
 
 def current_runtime() -> Optional[RuntimeIdentity]:
@@ -102,14 +108,16 @@ class BuiltEngine:
     seconds: float
 
 
-def onnx_nodes_of(layer) -> Set[str]:
+def onnx_nodes_of(layer: trt.ILayer) -> Set[str]:
     """The ONNX node names a network layer came from: the parser's ``[ONNX Layer: name]`` metadata."""
-    names = set(_ONNX_LAYER.findall(getattr(layer, "metadata", "") or ""))
+    names = set(_ONNX_LAYER.findall(layer.metadata or ""))
     return names or {layer.name}
 
 
-def pin_fp32_layers(trt, network, node_names: Iterable[str]) -> List[str]:
+def pin_fp32_layers(network: trt.INetworkDefinition, node_names: Iterable[str]) -> List[str]:
     """Keep every layer parsed from ``node_names`` in FP32 (precision and float outputs); returns the layer names."""
+    import tensorrt as trt
+
     wanted = set(node_names)
     pinned = []
     for i in range(network.num_layers):
@@ -126,7 +134,9 @@ def pin_fp32_layers(trt, network, node_names: Iterable[str]) -> List[str]:
     return pinned
 
 
-def _parse(trt, builder, logger, onnx_path: Path):
+def _parse(builder: trt.Builder, logger: trt.ILogger, onnx_path: Path) -> Tuple[trt.INetworkDefinition, trt.OnnxParser]:
+    import tensorrt as trt
+
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -135,7 +145,7 @@ def _parse(trt, builder, logger, onnx_path: Path):
     return network, parser
 
 
-def _timing_cache(config, path: Optional[Path]):
+def _timing_cache(config: trt.IBuilderConfig, path: Optional[Path]) -> None:
     data = path.read_bytes() if path is not None and path.is_file() else b""
     cache = config.create_timing_cache(data)
     if not config.set_timing_cache(cache, ignore_mismatch=False):
@@ -143,7 +153,7 @@ def _timing_cache(config, path: Optional[Path]):
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
 
-def _write_atomically(path: Path, data) -> None:
+def _write_atomically(path: Path, data: Union[bytes, trt.IHostMemory]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as out:
@@ -153,22 +163,27 @@ def _write_atomically(path: Path, data) -> None:
 
 def build_engine(onnx_path: Path, plan_path: Path, *, model: str, limits: Limits, options: EngineOptions) -> BuiltEngine:
     """Parse ``onnx_path``, build one engine for ``model``'s profile and write it to ``plan_path``."""
-    trt = require_tensorrt()
+    require_tensorrt()
+    import tensorrt as trt
+
     start = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network, _parser = _parse(trt, builder, logger, Path(onnx_path))  # the parser owns the weights: keep it alive
+    network, _parser = _parse(builder, logger, Path(onnx_path))  # the parser owns the weights: keep it alive
     config = builder.create_builder_config()
     if options.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     config.builder_optimization_level = options.optimization_level
+    # BuilderFlag.FP16, OBEY_PRECISION_CONSTRAINTS and the per-layer precision/output types are
+    # deprecated since TensorRT 10.12 (its stubs say: superseded by strongly typed networks, which
+    # would need an FP16 ONNX export with explicit casts); they still work in TensorRT 10.
     if options.precision.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     pinned: List[str] = []
     groups = options.precision.groups_for(model)
     if groups:
         nodes = select_fp32_nodes(onnx_path, groups)
-        pinned = pin_fp32_layers(trt, network, (n for names in nodes.values() for n in names))
+        pinned = pin_fp32_layers(network, (n for names in nodes.values() for n in names))
         if any(nodes.values()) and not pinned:
             raise EngineBuildError(
                 f"{model}: groups {list(groups)} select ONNX nodes, but no TensorRT layer carries their names"
@@ -178,7 +193,7 @@ def build_engine(onnx_path: Path, plan_path: Path, *, model: str, limits: Limits
         log.info("%s: keeping %d layers in FP32 (groups %s)", model, len(pinned), ", ".join(groups))
     profile = builder.create_optimization_profile()
     for p in model_profiles(model, limits):
-        profile.set_shape(p.name, p.min, p.opt, p.max)
+        profile.set_shape(p.name, trt.Dims(list(p.min)), trt.Dims(list(p.opt)), trt.Dims(list(p.max)))
     config.add_optimization_profile(profile)
     _timing_cache(config, options.timing_cache)
     log.info("building the %s engine (%s); this takes minutes for ViT-H", model, options.precision.precision)

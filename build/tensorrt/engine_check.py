@@ -42,7 +42,9 @@ def run_plan(plan: Path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """One inference of a serialized engine on numpy inputs (batch dim included); returns its outputs."""
     from .cuda_device import DeviceBuffer, Stream
 
-    trt = require_tensorrt()
+    require_tensorrt()
+    import tensorrt as trt
+
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(Path(plan).read_bytes())
     if engine is None:
@@ -57,7 +59,9 @@ def run_plan(plan: Path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
             context.set_input_shape(name, buffers[name].shape)
         for name in names:
             if name not in buffers:
-                buffers[name] = DeviceBuffer.empty(tuple(context.get_tensor_shape(name)), trt.nptype(engine.get_tensor_dtype(name)))
+                dims = context.get_tensor_shape(name)  # a trt.Dims: indexable, no __iter__ in its type
+                shape = tuple(dims[i] for i in range(len(dims)))
+                buffers[name] = DeviceBuffer.empty(shape, trt.nptype(engine.get_tensor_dtype(name)))
         for name, buffer in buffers.items():
             context.set_tensor_address(name, buffer.ptr)
         with Stream() as stream:
@@ -76,7 +80,7 @@ def check_engines(repository: Path, onnx_dir: Path, image: np.ndarray, *, precis
     feed = {contract.IMAGE.name: padded[None], contract.INPUT_SIZE.name: input_size[None]}
     (expected_embedding,) = ort_session(onnx_dir / ENCODER_FILE).run(None, feed)
     embedding = run_plan(repository / contract.ENCODER_MODEL / "1" / "model.plan", feed)[contract.IMAGE_EMBEDDINGS.name]
-    figures = {contract.ENCODER_MODEL: {"embedding_rel_l2": rel_l2(embedding, expected_embedding)}}
+    figures: Dict[str, dict] = {contract.ENCODER_MODEL: {"embedding_rel_l2": rel_l2(embedding, expected_embedding)}}
 
     decoder = ort_session(onnx_dir / DECODER_FILE)
     decoder_figures: Dict[str, dict] = {}

@@ -20,9 +20,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Mapping, Tuple
+from typing import TYPE_CHECKING, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 from ..export.onnx_graph import GraphIndex
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto
 
 OPERATOR_TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_operators.json"
 
@@ -108,7 +111,7 @@ class CoverageReport:
         return not self.problems
 
 
-def _checked_tensors(node) -> List[str]:
+def _checked_tensors(node: NodeProto) -> List[str]:
     """The tensors whose type is the op's main type T in the operator table."""
     if node.op_type in ("Constant", "ConstantOfShape"):
         return list(node.output[:1])
@@ -129,7 +132,7 @@ def value_dependence(index: GraphIndex) -> Dict[str, bool]:
     return dependent
 
 
-def check_graph(source, *, name: str = "graph", table: OperatorTable = None) -> CoverageReport:
+def check_graph(source: Union[str, Path, ModelProto], *, name: str = "graph", table: Optional[OperatorTable] = None) -> CoverageReport:
     """Check one ONNX graph (a path or ModelProto) against the operator table and the traps."""
     table = table or load_operator_table()
     index = GraphIndex.build(source)
@@ -184,7 +187,7 @@ def check_graph(source, *, name: str = "graph", table: OperatorTable = None) -> 
     return report
 
 
-def check_exported(onnx_dir: Path, graphs: Mapping[str, str], *, table: OperatorTable = None) -> Dict[str, CoverageReport]:
+def check_exported(onnx_dir: Path, graphs: Mapping[str, str], *, table: Optional[OperatorTable] = None) -> Dict[str, CoverageReport]:
     """Check every graph of an export (model name -> file name in ``onnx_dir``)."""
     table = table or load_operator_table()
     return {model: check_graph(Path(onnx_dir) / file, name=model, table=table) for model, file in graphs.items()}

@@ -23,11 +23,15 @@ exports without TensorRT; the engine builder maps node names to TensorRT layers 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from sam_triton.client import contract
 
 from ..export.onnx_graph import GraphIndex
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto
 
 PRECISIONS = ("fp32", "fp16", "mixed")
 DEFAULT_PRECISION = "fp16"
@@ -56,7 +60,7 @@ _LOGIT_RESHAPES = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Transpose", "Fl
 _LOGIT_PRODUCERS = frozenset({"MatMul", "Einsum"})
 
 
-def _name(node) -> str:
+def _name(node: NodeProto) -> str:
     return node.name or node.output[0]
 
 
@@ -73,7 +77,7 @@ def _is_constant(index: GraphIndex, tensor: str, value: Optional[float] = None) 
     return array is not None and array.size == 1 and float(array.reshape(-1)[0]) == value
 
 
-def _other_input(node, tensor: str) -> str:
+def _other_input(node: NodeProto, tensor: str) -> str:
     others = [i for i in node.input if i != tensor]
     return others[0] if len(others) == 1 else ""
 
@@ -91,13 +95,13 @@ def _layernorm2d(index: GraphIndex) -> List[str]:
         pow_ = next(
             (n for n in index.consumers.get(sub.output[0], []) if n.op_type == "Pow" and _is_constant(index, n.input[1], 2.0)), None
         )
-        var = pow_ and index.single_consumer(pow_.output[0], "ReduceMean")
-        add = var and index.single_consumer(var.output[0], "Add")
-        if not add or not _is_constant(index, _other_input(add, var.output[0])):
+        var = None if pow_ is None else index.single_consumer(pow_.output[0], "ReduceMean")
+        add = None if var is None else index.single_consumer(var.output[0], "Add")
+        if pow_ is None or var is None or add is None or not _is_constant(index, _other_input(add, var.output[0])):
             continue
         sqrt = index.single_consumer(add.output[0], "Sqrt")
-        div = sqrt and index.single_consumer(sqrt.output[0], "Div")
-        if not div or list(div.input) != [sub.output[0], sqrt.output[0]]:
+        div = None if sqrt is None else index.single_consumer(sqrt.output[0], "Div")
+        if sqrt is None or div is None or list(div.input) != [sub.output[0], sqrt.output[0]]:
             continue
         chain = [mean, sub, pow_, var, add, sqrt, div]
         scale = index.single_consumer(div.output[0], "Mul")
@@ -223,7 +227,7 @@ class PrecisionChoice:
         return self.fp32_groups if self.fp32_groups is not None else DEFAULT_FP32_GROUPS[model]
 
 
-def select_fp32_nodes(source, groups: Sequence[str]) -> Dict[str, List[str]]:
+def select_fp32_nodes(source: Union[str, Path, ModelProto, GraphIndex], groups: Sequence[str]) -> Dict[str, List[str]]:
     """Group name -> the ONNX node names it selects in ``source`` (a path or ModelProto), in graph order."""
     index = source if isinstance(source, GraphIndex) else GraphIndex.build(source)
     position = {_name(n): i for i, n in enumerate(index.nodes)}

@@ -117,7 +117,9 @@ class MaskGeneratorOptions:
     def grids(self) -> List[np.ndarray]:
         if self.point_grids is not None:
             return [np.asarray(grid, dtype=np.float64) for grid in self.point_grids]
-        return build_all_layer_point_grids(int(self.points_per_side), self.crop_n_layers, self.crop_n_points_downscale_factor)  # type: ignore[arg-type]
+        if self.points_per_side is None:  # __post_init__ refuses options with neither
+            raise InvalidInputError("points_per_side", "give exactly one of points_per_side and point_grids")
+        return build_all_layer_point_grids(int(self.points_per_side), self.crop_n_layers, self.crop_n_points_downscale_factor)
 
 
 def point_prompts(points: np.ndarray, state: ImageState) -> List[DecoderPrompt]:

@@ -8,13 +8,16 @@ decoder's ``max_prompts``.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..contract import Limits
 from ..errors import InvalidInputError
 from .prompts import DecoderPrompt, encode_prompt
+
+#: One argument of ``predict_batch``: P per-prompt arrays (an entry may be None), an array with P first, or None.
+BatchPrompts = Optional[Union[np.ndarray, Sequence[Optional[np.ndarray]]]]
 
 
 def _as_sequence(value: object, argument: str) -> Optional[list]:
@@ -35,10 +38,10 @@ def _as_sequence(value: object, argument: str) -> Optional[list]:
 def encode_prompt_batch(
     original_size: Tuple[int, int],
     *,
-    point_coords: object = None,
-    point_labels: object = None,
-    boxes: object = None,
-    mask_inputs: object = None,
+    point_coords: BatchPrompts = None,
+    point_labels: BatchPrompts = None,
+    boxes: BatchPrompts = None,
+    mask_inputs: BatchPrompts = None,
     limits: Limits,
 ) -> List[DecoderPrompt]:
     """P prompts in original-image pixels -> P decoder prompts; every prompt is checked first.
@@ -65,7 +68,7 @@ def encode_prompt_batch(
     if count == 0:
         raise InvalidInputError(first_name, "is empty; expected at least one prompt")
 
-    def entry(name: str, i: int) -> object:
+    def entry(name: str, i: int) -> Optional[np.ndarray]:
         seq = given[name]
         return None if seq is None else seq[i]
 

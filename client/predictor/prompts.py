@@ -8,7 +8,7 @@ client builds them here, in the resized 1024 frame, and the result matches ``Sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,10 +37,10 @@ class DecoderPrompt:
 def encode_prompt(
     original_size: Tuple[int, int],
     *,
-    point_coords: object = None,
-    point_labels: object = None,
-    box: object = None,
-    mask_input: object = None,
+    point_coords: Optional[np.ndarray] = None,
+    point_labels: Optional[np.ndarray] = None,
+    box: Optional[np.ndarray] = None,
+    mask_input: Optional[np.ndarray] = None,
     limits: Limits,
 ) -> DecoderPrompt:
     """Validate one SamPredictor-style prompt (original-image pixels) and encode it for the decoder."""

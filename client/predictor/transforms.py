@@ -27,7 +27,7 @@ def preprocess_shape(old_h: int, old_w: int, long_side: int = IMAGE_SIZE) -> Tup
 def resize_image(image: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 RGB -> hxwx3 uint8 with the longest side 1024 (PIL bilinear, as SAM does)."""
     new_h, new_w = preprocess_shape(image.shape[0], image.shape[1])
-    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
 
 
 def pad_image(resized: np.ndarray) -> np.ndarray:

@@ -6,9 +6,10 @@ and what was expected. These checks are never ``assert``s: they must survive ``p
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
+from PIL import Image
 
 from ..contract import IMAGE_SIZE, LOW_RES_SIZE, Limits
 from ..errors import InvalidInputError
@@ -17,6 +18,9 @@ from .transforms import preprocess_shape
 #: The largest image side accepted (pixels). SAM downsizes everything to 1024; past this the
 #: client's own resize is what costs memory, and such inputs are almost always mistakes.
 MAX_IMAGE_SIDE = 16384
+
+#: What ``set_image``, ``segment`` and ``generate`` take: an HxWx3 uint8 array, or a PIL image in mode RGB.
+ImageInput = Union[np.ndarray, Image.Image]
 
 
 def describe(value: object) -> str:

@@ -15,20 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any, Optional
 
 import numpy as np
 
-from ..contract import EMBED_DIM, EMBED_SIZE, LOW_RES_SIZE, NUM_MASK_OUTPUTS
+from ..contract import EMBED_DIM, EMBED_SIZE, LOW_RES_SIZE, NUM_MASK_OUTPUTS, Limits
 from ..errors import (
+    ClientNotOpenError,
     RequestTimeoutError,
     ServerError,
     ServerUnavailableError,
     SharedMemoryError,
     TransportUnavailableError,
 )
-from .ops import NO_RETRY, Flow, Rpc, Sleep, call, read_rpc
+from .channel_options import ChannelOptions
+from .ops import NO_RETRY, Flow, RetryPolicy, Rpc, Sleep, call, read_rpc
+from .region_pool import RegionPool
 from .regions import REGION_KINDS
 from .server_key import ENV_VAR, grpc_headers, resolve_key
 
@@ -47,11 +51,29 @@ MASK_INPUT_BYTES_PER_PROMPT = LOW_RES_SIZE * LOW_RES_SIZE * 4
 class TransportFlows:
     """Connection and region flows of ``SamCore`` (see its docstring for the state they use)."""
 
-    pool: Any
+    # SamCore's state that these flows read and write (set in SamCore.__init__)
+    url: str
+    timeout_s: float
+    connect_timeout_s: float
+    retry: RetryPolicy
+    limits: Optional[Limits]
+    state: str
+    pool: Optional[RegionPool]
     transport: Optional[str]
     api_key: Optional[str]
     requested_transport: str
-    channel: Any  # ChannelOptions
+    channel: ChannelOptions
+    _prefix: str
+    _lock: threading.Lock
+    _needs_probe: bool
+    _zeros: Optional[Any]
+    _zeros_pending: bool
+
+    def known_limits(self) -> Limits:
+        """The decoder's limits: given to the client, or read from the server's config on open."""
+        if self.limits is None:
+            raise ClientNotOpenError("the decoder's limits are read from the server on open: open the client first")
+        return self.limits
 
     # -- connection --------------------------------------------------------------------------
     def _rpc(self, rpc: Any) -> Flow:
@@ -143,15 +165,29 @@ class TransportFlows:
             ) from exc
 
     # -- regions -----------------------------------------------------------------------------
+    @property
+    def _regions(self) -> RegionPool:
+        """The region pool, for flows that run only once the transport uses regions."""
+        if self.pool is None:
+            raise RuntimeError("this client holds no shared-memory regions (transport 'grpc', or not open)")
+        return self.pool
+
+    @property
+    def _region_kind(self) -> Any:
+        """The region class of the transport in use ("shm" or "cuda")."""
+        if self.transport not in REGION_KINDS:
+            raise RuntimeError(f"transport {self.transport!r} uses no shared-memory regions")
+        return REGION_KINDS[self.transport]
+
     def _resync_regions(self) -> Flow:
         """Register again the regions a restarted server lost; unregister ones of ours it has and
         we do not (a registration whose reply was lost)."""
-        status = yield from self._shm_rpc(REGION_KINDS[self.transport].status_rpc(self.timeout_s))
+        status = yield from self._shm_rpc(self._region_kind.status_rpc(self.timeout_s))
         on_server = set((status or {}).get("regions", {}))
-        ours = {region.name: region for region in self.pool.registered_regions()}  # type: ignore[union-attr]
+        ours = {region.name: region for region in self._regions.registered_regions()}
         for name, region in ours.items():
-            if name not in on_server and self.pool.is_quarantined(region):  # type: ignore[union-attr]
-                self.pool.retire(region)  # type: ignore[union-attr]  # a restarted server runs none of our old requests
+            if name not in on_server and self._regions.is_quarantined(region):
+                self._regions.retire(region)  # a restarted server runs none of our old requests
                 region.destroy()
             elif name not in on_server:
                 log.warning("the server lost shared-memory region %s (restarted?); registering it again", name)
@@ -159,7 +195,7 @@ class TransportFlows:
         for name in on_server:
             if name.startswith(self._prefix) and name not in ours:
                 log.warning("unregistering orphaned shared-memory region %s", name)
-                yield from self._shm_rpc(REGION_KINDS[self.transport].unregister_named(name, self.timeout_s))
+                yield from self._shm_rpc(self._region_kind.unregister_named(name, self.timeout_s))
 
     @property
     def _uses_regions(self) -> bool:
@@ -179,7 +215,7 @@ class TransportFlows:
         if not self._uses_regions:
             return None
         try:
-            acquired = self.pool.acquire(byte_size)  # type: ignore[union-attr]
+            acquired = self._regions.acquire(byte_size)
         except TransportUnavailableError as exc:  # /dev/shm full, or no GPU memory
             if not self._fall_back_to_grpc(f"cannot make a shared-memory region ({exc})"):
                 raise
@@ -192,15 +228,15 @@ class TransportFlows:
             try:
                 yield from self._shm_rpc(acquired.region.register_rpc(timeout_s))
             except SharedMemoryError as exc:
-                self.pool.discard(acquired.region)  # type: ignore[union-attr]
+                self._regions.discard(acquired.region)
                 if not self._fall_back_to_grpc(f"the server at {self.url} cannot map shared memory ({exc})"):
                     raise
                 return None
             except BaseException:
-                self.pool.discard(acquired.region)
+                self._regions.discard(acquired.region)
                 self._needs_probe = True  # a registration whose reply was lost is swept by _resync_regions
                 raise
-            self.pool.mark_registered(acquired.region)
+            self._regions.mark_registered(acquired.region)
         return acquired.region
 
     def _zero_masks(self, timeout_s: float) -> Flow:
@@ -212,7 +248,7 @@ class TransportFlows:
                 return None
             self._zeros_pending = True
         try:
-            byte_size = self.limits.max_prompts * MASK_INPUT_BYTES_PER_PROMPT  # type: ignore[union-attr]
+            byte_size = self.known_limits().max_prompts * MASK_INPUT_BYTES_PER_PROMPT
             region = yield from self._lease(byte_size, timeout_s)
             if region is not None:
                 region.write(np.zeros(byte_size // 4, np.float32))  # a reused region holds old bytes
@@ -225,7 +261,7 @@ class TransportFlows:
         """Register the first embedding-sized region and keep it idle for set_image."""
         region = yield from self._lease(EMBEDDING_BYTES, self.timeout_s)
         if region is not None:
-            self.pool.release(region)  # type: ignore[union-attr]
+            self._regions.release(region)
 
     def _destroy(self, region: Any, timeout_s: float) -> Flow:
         """Unregister a region and free it locally. If the server refuses (a request it still
@@ -235,7 +271,7 @@ class TransportFlows:
             yield from call(self._keyed(region.unregister_rpc(timeout_s)))  # no readiness wait: the server may be gone
         except ServerError as exc:
             if self.state == "open":
-                self.pool.quarantine(region)
+                self._regions.quarantine(region)
                 return
             log.warning("could not unregister shared-memory region %s: %s", region.name, exc)
         except BaseException:
@@ -247,19 +283,19 @@ class TransportFlows:
         """Ask the server to unregister each quarantined region; free the ones it lets go of,
         keep the others (still in use by a request, or the server unreachable). Returns how many
         remain quarantined."""
-        for region in self.pool.take_quarantined():
+        for region in self._regions.take_quarantined():
             try:
                 yield from call(self._keyed(region.unregister_rpc(timeout_s)))
             except ServerError:
-                self.pool.requarantine(region)
+                self._regions.requarantine(region)
                 continue
             except BaseException:
-                self.pool.requarantine(region)
+                self._regions.requarantine(region)
                 raise
             log.debug("shared-memory region %s left quarantine: the server let go of it", region.name)
-            self.pool.retire(region)
+            self._regions.retire(region)
             region.destroy()
-        return len(self.pool.quarantined_names())
+        return len(self._regions.quarantined_names())
 
     def _drain_quarantine(self, deadline: float) -> Flow:
         """At close: wait until ``deadline`` for the server to let go of quarantined regions, then
@@ -267,7 +303,7 @@ class TransportFlows:
         stays mapped on its side, so its late writes land nowhere this client reads)."""
         while (yield from self._retire_quarantined(self.timeout_s)) and time.monotonic() < deadline:
             yield Sleep(QUARANTINE_POLL_S)
-        for region in self.pool.take_quarantined():
+        for region in self._regions.take_quarantined():
             log.warning("shared-memory region %s is still in use by the server at close(); freeing it here", region.name)
-            self.pool.retire(region)
+            self._regions.retire(region)
             region.destroy()

@@ -65,7 +65,7 @@ TRANSPORTS = ("auto", "shm", "cuda", "grpc")
 def check_timeout(value: object, argument: str) -> float:
     """A finite, positive number of seconds."""
     try:
-        seconds = float(value)  # type: ignore[arg-type]
+        seconds = float(value)  # type: ignore[arg-type]  # any object a caller passed: float() is the check
     except (TypeError, ValueError):
         raise InvalidInputError(argument, f"got {value!r}; expected a number of seconds") from None
     if not math.isfinite(seconds) or seconds <= 0:
@@ -83,7 +83,11 @@ class Embedded:
     placed: Optional[Placed] = None
 
     def read(self) -> np.ndarray:
-        return self.array if self.array is not None else self.placed.read()  # type: ignore[union-attr]
+        if self.array is not None:
+            return self.array
+        if self.placed is None:
+            raise RuntimeError("an Embedded holds its array or where it is placed; this one holds neither")
+        return self.placed.read()
 
 
 class SamCore(TransportFlows):
@@ -278,9 +282,9 @@ class SamCore(TransportFlows):
                 region.name,
                 type(error).__name__,
             )
-            self.pool.quarantine(region)  # type: ignore[union-attr]
+            self._regions.quarantine(region)
         else:
-            self.pool.release(region)  # type: ignore[union-attr]
+            self._regions.release(region)
 
     def embed(self, state: ImageState, timeout_s: float) -> Flow:
         """Run sam_encoder on a prepared image; returns an ``Embedded`` (held: ``release`` it)."""
@@ -316,7 +320,7 @@ class SamCore(TransportFlows):
         if embedded.placed is not None:
             shm_inputs[IMAGE_EMBEDDINGS.name] = embedded.placed
         else:
-            arrays = {IMAGE_EMBEDDINGS.name: embedded.array, **arrays}
+            arrays = {IMAGE_EMBEDDINGS.name: embedded.read(), **arrays}
         if zeros is not None:
             shm_inputs[MASK_INPUT.name] = Placed(zeros, (1, count, 1, LOW_RES_SIZE, LOW_RES_SIZE), "float32")
         region = yield from self._lease(count * LOGITS_BYTES_PER_PROMPT, timeout_s)

@@ -47,7 +47,8 @@ def run_blocking(flow: Flow, client: Any) -> Any:
             if isinstance(op, Compute):
                 steps.result = op.function(*op.args, **op.kwargs)
             elif isinstance(op, Sleep):
-                steps.result = time.sleep(op.seconds)
+                time.sleep(op.seconds)
+                steps.result = None
             else:
                 steps.result = getattr(client, op.method)(**op.kwargs)
         except BaseException as exc:
@@ -63,7 +64,8 @@ async def run_async(flow: Flow, client: Any) -> Any:
             if isinstance(op, Compute):
                 steps.result = await asyncio.to_thread(op.function, *op.args, **op.kwargs)
             elif isinstance(op, Sleep):
-                steps.result = await asyncio.sleep(op.seconds)
+                await asyncio.sleep(op.seconds)
+                steps.result = None
             else:
                 steps.result = await getattr(client, op.method)(**op.kwargs)
         except BaseException as exc:

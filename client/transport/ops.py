@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple, TypeVar
 
 from tritonclient.utils import InferenceServerException
 
@@ -26,6 +26,9 @@ from ..errors import from_triton, status_name
 
 #: A flow: yields operations, receives their results, returns a value.
 Flow = Generator[Any, Any, Any]
+T = TypeVar("T")
+#: A flow that returns a ``T``: what the client's method running it returns (``FlowOf[np.ndarray]``).
+FlowOf = Generator[Any, Any, T]
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,11 @@ def read_level(csv_path: Path, output: str) -> Level:
         throughput=row["Inferences/Second"],
         server=server,
         composing=composing,
-        **{k: row[v] for k, v in CSV_FIELDS.items()},
+        p50_us=row[CSV_FIELDS["p50_us"]],
+        p90_us=row[CSV_FIELDS["p90_us"]],
+        p95_us=row[CSV_FIELDS["p95_us"]],
+        p99_us=row[CSV_FIELDS["p99_us"]],
+        avg_us=row[CSV_FIELDS["avg_us"]],
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def served_first_mask(url: str, images: Sequence[np.ndarray], label: str, *, tim
 
 def in_process_first_masks(baselines: Sequence[Baseline]) -> List[FirstMask]:
     """Encoder p50 + decoder p50 of each in-process runtime that measured both."""
-    by_runtime = {}
+    by_runtime: Dict[str, Dict[str, Baseline]] = {}
     for baseline in baselines:
         by_runtime.setdefault(baseline.runtime, {})[baseline.model] = baseline
     out = []

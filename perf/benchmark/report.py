@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .analyzer import Level, Sweep
 from .baselines import RUNNER_NAMES, Baseline
@@ -109,7 +109,7 @@ def composing_table(sweep: Sweep) -> str:
     return "\n".join(lines)
 
 
-def _machine_lines(machine: Mapping[str, object]) -> List[str]:
+def _machine_lines(machine: Mapping[str, Any]) -> List[str]:
     versions = machine.get("versions", {})
     lines = [f"- {key}: {value}" for key, value in machine.items() if key != "versions"]
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))

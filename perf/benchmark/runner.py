@@ -9,7 +9,7 @@ import logging
 import socket
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
 
@@ -62,7 +62,7 @@ def prepare_repository(options: PerfOptions, onnx_dir: Path) -> Path:
     return repository
 
 
-def repository_summary(configs: Dict[str, object]) -> str:
+def repository_summary(configs: Dict[str, Any]) -> str:
     """'sam_encoder: backend python, 1 x KIND_CPU, ...' from the parsed config.pbtxt files (what Triton ran)."""
     parts = []
     for model in (ENCODER_MODEL, DECODER_MODEL):
@@ -77,7 +77,7 @@ def repository_summary(configs: Dict[str, object]) -> str:
     return "; ".join(parts)
 
 
-def triton_label(configs: Dict[str, object]) -> str:
+def triton_label(configs: Dict[str, Any]) -> str:
     """'Triton gRPC, python backend (encoder OpenVINO FP32, decoder ONNX Runtime)' (or the platform), for tables and legends."""
     encoder = configs.get(ENCODER_MODEL)
     if encoder is None:

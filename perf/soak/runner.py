@@ -225,7 +225,8 @@ def run_soak(options: SoakOptions) -> SoakResult:
         probe_requests = {model: sets[model][1][0] for model in LOADED}
         before = _probe(url, probe_requests)
         counts_before = _counts(url)
-        loads, commands = {model: ModelLoad() for model in LOADED}, []
+        loads = {model: ModelLoad() for model in LOADED}
+        commands: List[str] = []
         sampler = _RssSampler(server.process.pid, options.sample_interval_s)
         sampler.start()
         deadline = sampler.start_time + options.duration_s

@@ -166,7 +166,11 @@ def run_config(model: str, precision: str, paths: Sequence[Path], reps: int, cac
 
 def agreement(masks: Dict[str, np.ndarray], reference: Dict[str, np.ndarray]) -> dict:
     shares = {key: float(np.mean(masks[key] == reference[key])) for key in reference}
-    return {"worst": min(shares.values()), "mean": float(np.mean(list(shares.values()))), "worst_case": min(shares, key=shares.get)}
+    return {
+        "worst": min(shares.values()),
+        "mean": float(np.mean(list(shares.values()))),
+        "worst_case": min(shares, key=lambda key: shares[key]),
+    }
 
 
 def markdown(study: dict) -> str:

@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL
 
@@ -64,14 +64,14 @@ def measure(onnx_dir: Path, rounds: int) -> dict:
     workload = build_workload(load_photos())
     photo, case = workload.photos[0], workload.cases[0]
     embedding = runners["onnxruntime"].encode(case.photo)
-    result = {"bf16_left_out": bf16_missing, "request": {"photo": photo.name, "decoder_case": case.name}}
+    result: Dict[str, Any] = {"bf16_left_out": bf16_missing, "request": {"photo": photo.name, "decoder_case": case.name}}
     for model, make in ((ENCODER_MODEL, lambda r: lambda: r.encode(photo)), (DECODER_MODEL, lambda r: lambda: r.decode(embedding, case))):
         log.info("%s: %d interleaved rounds on %s", model, rounds, ", ".join(runners))
         result[model] = summarize(interleaved({name: make(runner) for name, runner in runners.items()}, rounds))
     return result
 
 
-def markdown(result: Mapping[str, object]) -> str:
+def markdown(result: Mapping[str, Any]) -> str:
     lines = ["| model | engine | median ms | min ms | speed-up over ONNX Runtime (median of rounds; range) |", "|---|---|---|---|---|"]
     for model in (ENCODER_MODEL, DECODER_MODEL):
         for engine, f in result[model].items():

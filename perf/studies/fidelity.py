@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -99,14 +99,16 @@ def compare(actual: tuple, expected: tuple) -> Figures:
     return Figures(rel_l2(logits, ref_logits), float(np.max(np.abs(iou - ref_iou))), float(np.mean(masks == ref_masks)))
 
 
-def measure_photo(client, predictor, image: np.ndarray) -> Dict[str, object]:
+def measure_photo(client, predictor, image: np.ndarray) -> Dict[str, Union[float, Figures]]:
     """Figures per prompt kind (and the embedding error) for one HxWx3 uint8 RGB photo.
 
     ``predictor`` is a SamPredictor with ``image`` already set; ``client`` a SamClient.
     """
     client.set_image(image)
     h, w = image.shape[:2]
-    figures: Dict[str, object] = {"embedding_rel_l2": rel_l2(client.get_image_embedding(), predictor.get_image_embedding().numpy())}
+    figures: Dict[str, Union[float, Figures]] = {
+        "embedding_rel_l2": rel_l2(client.get_image_embedding(), predictor.get_image_embedding().numpy())
+    }
     for kind, prompt in prompts_for(h, w).items():
         worst = None
         for multimask in (True, False):
@@ -125,15 +127,16 @@ def measure_photo(client, predictor, image: np.ndarray) -> Dict[str, object]:
     return figures
 
 
-def measure(client, predictor_for: Callable[[str, np.ndarray], object], images: Mapping[str, np.ndarray]) -> Dict[str, dict]:
+def measure(client, predictor_for: Callable[[str, np.ndarray], Any], images: Mapping[str, np.ndarray]) -> Dict[str, Union[dict, float]]:
     """Worst figures over ``images`` (name -> photo): {kind: Figures as dict, 'embedding_rel_l2': float}."""
-    worst: Dict[str, object] = {}
+    worst: Dict[str, Union[float, Figures]] = {}
     for name, image in images.items():
         for key, value in measure_photo(client, predictor_for(name, image), image).items():
-            if key == "embedding_rel_l2":
-                worst[key] = max(worst.get(key, 0.0), value)
-            else:
-                worst[key] = value.worst(worst.get(key))
+            previous = worst.get(key)
+            if isinstance(value, Figures):  # a prompt kind's
+                worst[key] = value.worst(previous if isinstance(previous, Figures) else None)
+            else:  # embedding_rel_l2
+                worst[key] = max(previous if isinstance(previous, float) else 0.0, value)
     return {key: (asdict(value) if isinstance(value, Figures) else value) for key, value in worst.items()}
 
 
@@ -151,7 +154,7 @@ def _percent(share: float) -> str:
     return "100 %" if share == 1.0 else ("> 99.9999 %" if text == "100.0000 %" else text)
 
 
-def markdown_table(study: Mapping[str, object]) -> str:
+def markdown_table(study: Mapping[str, Any]) -> str:
     """The README's table of a study's figures: per model, a row per prompt kind, columns per precision."""
     lines = []
     for model, runs in study["models"].items():
@@ -186,7 +189,7 @@ def _model_figures(
     choice = ModelChoice.parse(model)
     onnx_dir, _ = prepare_onnx(choice, cache_dir=cache_dir)
     sam = choice.load()
-    predictors: Dict[str, object] = {}
+    predictors: Dict[str, Any] = {}  # SamPredictor, or MobileSAM's for vit_t
 
     def predictor_for(name: str, image: np.ndarray):
         if name not in predictors:

@@ -26,9 +26,12 @@ import math
 import time
 import types
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sam_triton.build.export.onnx_modules import SamDecoderGraph, SamEncoderGraph
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ def _decoder_attention_fp32(self, q, k, v):
     return self.out_proj(self._recombine_heads(attn @ v))
 
 
-def make_variant(sam_fp32, groups: Sequence[str], dtype):
+def make_variant(sam_fp32, groups: Sequence[str], dtype) -> Tuple[SamEncoderGraph, SamDecoderGraph]:
     """A ``dtype`` (half) copy of ``sam_fp32`` with ``groups`` kept in FP32: (encoder_graph, decoder_graph)."""
     import copy
 
@@ -157,7 +160,9 @@ def compare(variant: dict, reference: dict) -> dict:
     from sam_triton.build.export.verify import mask_iou, rel_l2
 
     rows = {"embedding_rel_l2": rel_l2(variant["embedding"], reference["embedding"])}
-    logits_err, iou_err, mask_ious = [], [], []
+    logits_err: List[float] = []
+    iou_err: List[float] = []
+    mask_ious: List[float] = []
     for name in reference:
         if name == "embedding":
             continue

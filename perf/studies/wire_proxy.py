@@ -66,7 +66,8 @@ class CountingProxy:
         return self
 
     async def _shutdown(self) -> None:
-        self._server.close()  # type: ignore[union-attr]
+        if self._server is not None:  # None: the loop started but the server did not
+            self._server.close()
         tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
@@ -77,5 +78,6 @@ class CountingProxy:
             return
         asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)  # type: ignore[union-attr]
+        if self._thread is not None:
+            self._thread.join(10)
         self._loop.close()

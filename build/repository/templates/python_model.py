@@ -165,7 +165,7 @@ class OpenVinoEngine:
         return [np.concatenate([r.get_tensor(output).data for r in self.requests[:parts]]) for output in self.outputs]
 
 
-ENGINES = {"onnxruntime": OnnxRuntimeEngine, "openvino": OpenVinoEngine}
+ENGINES: "dict[str, type[OnnxRuntimeEngine] | type[OpenVinoEngine]]" = {"onnxruntime": OnnxRuntimeEngine, "openvino": OpenVinoEngine}
 
 
 class TritonPythonModel:
@@ -209,7 +209,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        groups = {}  # requests of equal shapes run as one batch
+        groups: dict[tuple, list] = {}  # requests of equal shapes run as one batch
         for index, request in enumerate(requests):
             try:
                 arrays = self._read(request)
@@ -241,4 +241,4 @@ class TritonPythonModel:
             start = stop
 
     def finalize(self):
-        self.engine = None
+        del self.engine  # Triton unloads the model: free the engine's session now
