@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from sam_triton.build.export.pipeline import ModelChoice
+from sam_triton.build.export.quantize import DEFAULT_SCOPE, SCOPES
 from sam_triton.build.models.presets import DEFAULT_SEED, PRESETS
 from sam_triton.build.repository.assemble import DECODER_ENGINES, RUNTIMES, RepositoryOptions
 from sam_triton.build.repository.openvino_options import PERFORMANCE_HINTS, OpenVinoOptions
@@ -20,12 +21,16 @@ from sam_triton.client import contract
 from sam_triton.client.contract import DEFAULT_LIMITS, Limits
 
 TENSORRT_FLAGS = ("fp32_groups", "workspace_mib", "builder_optimization_level", "timing_cache")
-OPENVINO_FLAGS = ("performance_hint", "streams", "cpu_pinning")
+OPENVINO_FLAGS = ("performance_hint", "streams", "cpu_pinning", "int8_scope")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--checkpoint", type=Path, help="An official SAM checkpoint (.pth state dict of vit_b, vit_l or vit_h).")
+    group.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="An official SAM checkpoint (.pth state dict of vit_b, vit_l or vit_h) or MobileSAM's mobile_sam.pt (vit_t).",
+    )
     group.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -107,7 +112,7 @@ def add_precision_argument(
         "--precision",
         choices=choices,
         default=default,
-        help="The models' precision. tensorrt: fp16 (the default) lets TensorRT run every layer in FP16, mixed keeps the --fp32-groups layers in FP32, fp32 builds FP32 engines. openvino and openvino-backend: fp32 (the default), or bf16 on CPUs with AMX or AVX-512 BF16. python and onnxruntime run fp32.",
+        help="The models' precision. tensorrt: fp16 (the default) lets TensorRT run every layer in FP16, mixed keeps the --fp32-groups layers in FP32, fp32 builds FP32 engines. openvino and openvino-backend: fp32 (the default), or bf16 on CPUs with AMX or AVX-512 BF16; openvino also int8: the encoder quantized by NNCF (calibrated on scikit-image's photos; measure it on your checkpoint first: python -m sam_triton.perf.studies.fidelity --precisions fp32 int8 --models CHECKPOINT --photos ...), the decoder unchanged. python and onnxruntime run fp32.",
     )
 
 
@@ -127,6 +132,11 @@ def add_openvino_arguments(parser: argparse.ArgumentParser) -> None:
         "--streams",
         type=int,
         help="OpenVINO streams per instance (NUM_STREAMS); unset or 0 leaves the number to the performance hint. Threads per stream are --threads divided by the streams.",
+    )
+    group.add_argument(
+        "--int8-scope",
+        choices=sorted(SCOPES),
+        help=f"With --precision int8: the encoder layers NNCF leaves in floating point (default {DEFAULT_SCOPE}: the first and last convolutions; none quantizes all it can).",
     )
     group.add_argument(
         "--cpu-pinning",
@@ -203,8 +213,11 @@ def openvino_options(args: argparse.Namespace) -> OpenVinoOptions:
             " it applies to --runtime openvino (python-backend models)"
         )
     precision = args.precision if RUNTIMES[args.runtime].engine == "openvino" else None
+    if args.int8_scope is not None and precision != "int8":
+        raise ValueError("--int8-scope applies with --precision int8 only")
     return OpenVinoOptions(
         precision=precision or "fp32",
+        int8_scope=args.int8_scope or DEFAULT_SCOPE,
         performance_hint=args.performance_hint or "latency",
         streams=args.streams or 0,
         cpu_pinning=args.cpu_pinning,

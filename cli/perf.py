@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(RUNTIMES),
         help="Write the repository for this runtime from the model first, as `build` does with its defaults; omitted: benchmark the repository as it is.",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8"],
+        default="fp32",
+        help="With --runtime openvino (or openvino-backend: fp32, bf16): the encoder's precision, as `build --precision` (int8: the NNCF-quantized encoder; its in-process OpenVINO INT8 baseline runs too).",
+    )
     parser.add_argument("--url", help="Benchmark a running server at this gRPC HOST:PORT instead of starting the embedded one.")
     parser.add_argument(
         "--tritonserver",
@@ -139,6 +145,7 @@ def options_from_args(args: argparse.Namespace):
         cache_dir=a.cache_dir(args),
         results_dir=args.out,
         runtime=args.runtime,
+        precision=args.precision,
         url=args.url,
         tritonserver=args.tritonserver,
         check_image=args.image,

@@ -126,7 +126,7 @@ def test_a_corrupt_download_is_refused_and_removed(served, tmp_path):
     with pytest.raises(
         DownloadError,
         match=rf"the downloaded file's MD5 is [0-9a-f]{{32}}, expected {source.files['vit_b'].md5}"
-        r" \(Meta's published MD5 of sam_test_\w+\.pth\); the file was deleted",
+        r" \(the published MD5 of sam_test_\w+\.pth\); the file was deleted",
     ):
         download_official("vit_b", cache, source=source)
     assert checkpoint_files(cache) == []
@@ -168,7 +168,9 @@ def test_no_server_is_a_download_error_naming_the_url(tmp_path):
     source = CheckpointSource(base_url=url, timeout_s=5)
     with pytest.raises(DownloadError, match=rf"could not download {re.escape(url)}sam_vit_b_01ec64\.pth: "):
         download_official("vit_b", tmp_path / "cache", source=source)
-    with pytest.raises(ValueError, match=r"model type 'tiny': no official checkpoint; expected one of \['vit_b', 'vit_h', 'vit_l'\]"):
+    with pytest.raises(
+        ValueError, match=r"model type 'tiny': no official checkpoint; expected one of \['vit_b', 'vit_h', 'vit_l', 'vit_t'\]"
+    ):
         download_official("tiny", tmp_path / "cache", source=source)
 
 
@@ -179,3 +181,40 @@ def test_the_demo_uses_the_downloaded_checkpoint(served, tmp_path, monkeypatch):
     choice = choose_weights(config)
     assert choice.checkpoint == tmp_path / "cache" / "checkpoints" / source.files["vit_b"].name
     assert choice.checkpoint.read_bytes() == payload
+
+
+def test_a_file_in_a_git_repository_is_verified_by_its_git_blob_id(tmp_path):
+    """MobileSAM's mobile_sam.pt has no published checksum: its git blob id (git hash-object) is checked."""
+    from sam_triton.build.models.checkpoints import MOBILE_SAM_FILES, git_blob_of
+
+    payload = np.random.default_rng(8).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
+    blob = hashlib.sha1(b"blob %d\0" % len(payload) + payload).hexdigest()
+    (tmp_path / "www" / "weights").mkdir(parents=True)
+    (tmp_path / "www" / "weights" / "mobile_sam.pt").write_bytes(payload)
+    server = Loopback(tmp_path / "www", ranges=True)
+    try:
+        good = OfficialFile("mobile_sam.pt", git_blob=blob, base_url=server.url.replace("/files/", "/weights/"))
+        path = download_official("vit_t", tmp_path / "cache", source=CheckpointSource(files={"vit_t": good}, timeout_s=10))
+        assert path.read_bytes() == payload and git_blob_of(path) == blob
+        bad = OfficialFile("mobile_sam.pt", git_blob="0" * 40, base_url=server.url.replace("/files/", "/weights/"))
+        with pytest.raises(DownloadError, match=r"git blob id is [0-9a-f]{40}, expected 0{40}"):
+            download_official("vit_t", tmp_path / "other", source=CheckpointSource(files={"vit_t": bad}, timeout_s=10))
+    finally:
+        server.close()
+    assert MOBILE_SAM_FILES["vit_t"].base_url.startswith("https://github.com/ChaoningZhang/MobileSAM/raw/")
+
+
+def test_demo_model_type_vit_t_falls_back_to_random_vit_t_weights_offline(tmp_path, monkeypatch, caplog):
+    """`demo --model-type vit_t` where MobileSAM's file cannot be fetched: seeded random vit_t weights, said loudly."""
+    monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
+    server = Loopback(tmp_path, ranges=False)
+    url = server.url
+    server.close()  # nothing listens there
+    offline = CheckpointSource(files={"vit_t": OfficialFile("mobile_sam.pt", git_blob="1" * 40, base_url=url)}, timeout_s=5)
+    config = DemoConfig(
+        out_dir=tmp_path / "out", repository=tmp_path / "repo", cache_dir=tmp_path / "cache", model_type="vit_t", checkpoints=offline
+    )
+    with caplog.at_level("WARNING"):
+        choice = choose_weights(config)
+    assert choice.checkpoint is None and choice.model_type == "vit_t"
+    assert "SEEDED RANDOM vit_t WEIGHTS" in caplog.text and "mobile_sam.pt" in caplog.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 
 import numpy as np
 from PIL import Image
@@ -39,3 +40,11 @@ def test_demo_command_writes_masks_overlays_and_scores(tmp_path, cache_dir, tiny
         with Image.open(folder / "overlay.png") as overlay:
             assert overlay.size == (width, height) and overlay.mode == "RGB"
         assert f"{prompt} prompt: predicted IoU {', '.join(f'{s:.4f}' for s in scores['scores'])}" in printed.getvalue()
+    # time to first mask: opening the photo + the first click's encode and decode, the decoder's share printed
+    first = json.loads((out / "time_to_first_mask.json").read_text())
+    assert 0 < first["open_s"] < first["seconds"] and 0 < first["decoder_s"] < first["seconds"]
+    assert abs(first["decoder_share"] - first["decoder_s"] / first["seconds"]) < 1e-3
+    assert re.search(
+        r"time to first mask \(tiny \(random weights\), openvino fp32\): \d+\.\d\d s \(opening the photo \d+\.\d\d s, the decoder \d+\.\d{3} s: \d+\.\d %\)",
+        printed.getvalue(),
+    ), printed.getvalue()

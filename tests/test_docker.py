@@ -193,6 +193,7 @@ def test_container_takes_every_flag_of_a_tensorrt_build():
         "--streams",
         "--cpu-pinning",
         "--no-cpu-pinning",
+        "--int8-scope",
     }
     assert flags(build) - not_for_tensorrt - {"-h", "--help"} <= flags(container_start.build_parser())
 

@@ -87,8 +87,18 @@ def test_quick_run_writes_a_complete_report(quick_run):
     run_dir, printed = quick_run
     assert re.fullmatch(rf"\d{{8}}-\d{{6}}-{re.escape(socket.gethostname())}", run_dir.name)
     report = (run_dir / "report.md").read_text()
-    for heading in ("## Headline ratios", *(f"## {label}\n" for label in LABELS), "## Workload", "## Machine", "## Commands"):
+    for heading in (
+        "## Headline ratios",
+        "## Time to first mask",
+        *(f"## {label}\n" for label in LABELS),
+        "## Workload",
+        "## Machine",
+        "## Commands",
+    ):
         assert heading in report, heading
+    # time to first mask: measured through the server, and encoder + decoder p50 of each in-process runtime
+    first = [line for line in report.splitlines() if re.match(r"\| .+ \| `tiny` \| \d+\.\d{3} \| \d+\.\d{3} \| \d+\.\d %", line)]
+    assert any("measured: set_image" in line for line in first) and any("encoder p50 + decoder p50" in line for line in first), first
     ratio_rows = [
         line
         for line in report.splitlines()
@@ -274,6 +284,26 @@ def test_perf_rejects_bad_concurrency(capsys):
     with pytest.raises(SystemExit):
         main(["perf", "--preset", "tiny", "--repository", "r", "--concurrency", "1,x"])
     assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_perf_precision_needs_an_openvino_runtime(capsys, tmp_path):
+    code = main(
+        [
+            "perf",
+            "--preset",
+            "tiny",
+            "--runtime",
+            "python",
+            "--precision",
+            "int8",
+            "--repository",
+            str(tmp_path / "r"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 1
+    assert "--precision int8: applies with --runtime openvino or openvino-backend (got python)" in capsys.readouterr().err
 
 
 def test_perf_against_a_running_server_with_url(grpc_url, python_repository, cache_dir, tmp_path):

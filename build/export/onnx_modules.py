@@ -1,7 +1,8 @@
 """The two graphs we export, as torch modules over SAM's own submodules.
 
 ``SamEncoderGraph``: uint8 image + (h, w) -> image embedding. It normalizes with SAM's pixel
-mean/std and zeroes the padding exactly as ``Sam.preprocess``.
+mean/std and zeroes the padding exactly as ``Sam.preprocess``; the encoder is SAM's ViT or
+MobileSAM's TinyViT, whichever the model holds.
 
 ``SamDecoderGraph``: embedding + P prompts of N points -> 4 masks and 4 IoU scores per prompt.
 It is ``MaskDecoder.predict_masks`` with the prompt encoding of SAM's own ONNX export, changed
@@ -17,6 +18,8 @@ from torch import nn
 
 from sam_triton.client.contract import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 
+from ..models import mobile_sam
+
 
 class SamEncoderGraph(nn.Module):
     """image BxHxWx3 uint8 (H = W = 1024), input_size Bx2 int32 -> image_embeddings Bx256x64x64 fp32."""
@@ -28,7 +31,8 @@ class SamEncoderGraph(nn.Module):
 
     def __init__(self, sam) -> None:
         super().__init__()
-        self.image_encoder = sam.image_encoder
+        # MobileSAM's TinyViT needs a hook to keep the batch dynamic (a copy; the reference model is untouched).
+        self.image_encoder = mobile_sam.traceable_encoder(sam.image_encoder) if mobile_sam.is_mobile_sam(sam) else sam.image_encoder
         self.register_buffer("pixel_mean", sam.pixel_mean.detach().clone().view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", sam.pixel_std.detach().clone().view(1, 3, 1, 1), persistent=False)
         # A float index grid: comparing floats keeps int64 arithmetic out of the graph.

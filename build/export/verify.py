@@ -1,4 +1,4 @@
-"""Check exported graphs with ONNX Runtime against Meta's ``SamPredictor`` on a real image.
+"""Check exported graphs with ONNX Runtime against Meta's ``SamPredictor`` (MobileSAM's for vit_t) on a real image.
 
 Every build step checks its own output before it returns (as segment-anything's export script
 does): the ONNX files are run through ONNX Runtime, fed exactly as the Triton client feeds them,
@@ -106,11 +106,11 @@ def verify_onnx(sam, onnx_dir: Path, image: np.ndarray) -> CheckReport:
     Raises ``ExportCheckError`` when the embedding or any prompt's logits differ by more than
     ``REL_L2_TOLERANCE`` (relative L2), or IoU predictions by more than ``IOU_TOLERANCE``.
     """
-    from segment_anything import SamPredictor
+    from ..models.mobile_sam import predictor as reference_predictor
 
     onnx_dir = Path(onnx_dir)
     report = CheckReport()
-    predictor = SamPredictor(sam)
+    predictor = reference_predictor(sam)
     start = time.perf_counter()
     predictor.set_image(image)
     report.seconds["torch_encoder"] = round(time.perf_counter() - start, 3)

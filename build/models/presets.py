@@ -1,8 +1,9 @@
-"""SAM models by name: Meta's ViT-B/L/H and our tiny test preset, from a checkpoint or seeded weights.
+"""SAM models by name: Meta's ViT-B/L/H, MobileSAM's vit_t and our tiny test preset, from a checkpoint or seeded weights.
 
 One registry maps each name to its encoder shape, as segment-anything's ``sam_model_registry``
 does; the tiny preset is the real architecture (same prompt encoder and mask decoder, a 2-block
-ViT encoder) so tests run the real graph in seconds.
+ViT encoder) so tests run the real graph in seconds. ``vit_t`` is MobileSAM (TinyViT encoder,
+SAM's prompt encoder and mask decoder), built by the ``mobile_sam`` package (``mobile_sam.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
+
+from . import mobile_sam
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +30,12 @@ class EncoderShape:
     global_attn_indexes: Tuple[int, ...]
 
 
-PRESETS: Dict[str, EncoderShape] = {
+PRESETS: Dict[str, Union[EncoderShape, mobile_sam.TinyVitShape]] = {
     "tiny": EncoderShape(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,)),
     "vit_b": EncoderShape(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
     "vit_l": EncoderShape(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
     "vit_h": EncoderShape(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+    mobile_sam.MODEL_TYPE: mobile_sam.TinyVitShape(),
 }
 
 DEFAULT_SEED = 0
@@ -60,7 +64,9 @@ class ModelSource:
         return f"preset:{self.model_type}:seed{self.seed}"
 
 
-def _build(shape: EncoderShape):
+def _build(shape):
+    if isinstance(shape, mobile_sam.TinyVitShape):
+        return mobile_sam.build()
     from segment_anything.build_sam import _build_sam  # the constructor behind sam_model_registry
 
     return _build_sam(
@@ -101,14 +107,23 @@ def _sha256_of(path: str, _size: int, _mtime_ns: int) -> str:
 
 def infer_model_type(state_dict) -> str:
     """The preset whose encoder matches a checkpoint's ``image_encoder`` weights."""
+    if mobile_sam.SIGNATURE_KEY in state_dict:
+        found = mobile_sam.shape_of(state_dict)
+        if found != PRESETS[mobile_sam.MODEL_TYPE]:
+            raise ValueError(
+                f"checkpoint: a TinyViT encoder of widths {found.embed_dims} and depths {found.depths}; MobileSAM's vit_t has {PRESETS[mobile_sam.MODEL_TYPE]}"
+            )
+        return mobile_sam.MODEL_TYPE
     pos_embed = state_dict.get("image_encoder.pos_embed")
     if pos_embed is None:
-        raise ValueError("checkpoint: no 'image_encoder.pos_embed' weight; expected a SAM state dict (as sam_vit_b_01ec64.pth)")
+        raise ValueError(
+            "checkpoint: no 'image_encoder.pos_embed' weight; expected a SAM state dict (as sam_vit_b_01ec64.pth) or MobileSAM's (mobile_sam.pt)"
+        )
     embed_dim = int(pos_embed.shape[-1])
     blocks = {int(k.split(".")[2]) for k in state_dict if k.startswith("image_encoder.blocks.")}
     depth = max(blocks) + 1 if blocks else 0
     for name, shape in PRESETS.items():
-        if shape.embed_dim == embed_dim and shape.depth == depth:
+        if isinstance(shape, EncoderShape) and shape.embed_dim == embed_dim and shape.depth == depth:
             return name
     raise ValueError(f"checkpoint: encoder of width {embed_dim} and depth {depth} matches none of {sorted(PRESETS)}")
 
@@ -134,7 +149,7 @@ def load_model(*, checkpoint: Optional[Path] = None, model_type: Optional[str] =
     if checkpoint is not None:
         return load_checkpoint(checkpoint, model_type)
     if model_type is None:
-        raise ValueError("either a checkpoint or a preset (--preset tiny|vit_b|vit_l|vit_h) is required")
+        raise ValueError("either a checkpoint or a preset (--preset tiny|vit_t|vit_b|vit_l|vit_h) is required")
     return build_random(model_type, seed=seed), ModelSource(model_type, seed=seed)
 
 
@@ -148,7 +163,7 @@ def save_random_checkpoint(model_type: str, path: Path, *, seed: int = DEFAULT_S
     return path
 
 
-def _shape(model_type: str) -> EncoderShape:
+def _shape(model_type: str):
     try:
         return PRESETS[model_type]
     except KeyError:

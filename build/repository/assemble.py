@@ -32,7 +32,7 @@ from .model_config import (
     model_config,
     session_config,
 )
-from .openvino_options import DEFAULT_DECODER_ENGINE, OpenVinoOptions
+from .openvino_options import BACKEND_PRECISIONS, DEFAULT_DECODER_ENGINE, OpenVinoOptions
 from .openvino_options import PRECISIONS as OPENVINO_PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
         warmup=True,
         precisions=("fp16",) + tuple(p for p in TENSORRT_PRECISIONS if p != "fp16"),
     ),
-    # The embedded default: python-backend models running OpenVINO (FP32, or BF16 on AMX / AVX-512 BF16 CPUs).
+    # The embedded default: python-backend models running OpenVINO (FP32, BF16 on AMX / AVX-512 BF16
+    # CPUs, or an NNCF-quantized INT8 encoder in OpenVINO IR: build/export/quantize.py).
     "openvino": RuntimeSpec(
         runtime_fields=(("backend", "python"),),
         instance_kind="KIND_CPU",
@@ -102,7 +103,7 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
         thread_parameter=None,
         engine="openvino",
         triton_batching=False,
-        precisions=OPENVINO_PRECISIONS,
+        precisions=BACKEND_PRECISIONS,
         decoder_engine=DEFAULT_DECODER_ENGINE,
     ),
 }
@@ -158,6 +159,8 @@ class RepositoryOptions:
         for name in ("session_store_bytes", "session_idle_ttl_s", "session_max_image_pixels"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.openvino.precision == "int8" and not (self.spec.engine == "openvino" and self.spec.python_model):
+            raise ValueError(f"precision int8: an INT8 encoder runs on --runtime openvino only (got {self.runtime})")
         if self.instance_kind == "KIND_GPU" and self.runs_openvino():
             raise ValueError("OpenVINO runs on the CPU here: --instance-kind KIND_GPU does not apply to its models")
 
@@ -179,6 +182,11 @@ class RepositoryOptions:
 
     def runs_openvino(self) -> bool:
         return "openvino" in (self.spec.engine, self.decoder_spec.engine)
+
+    @property
+    def int8_encoder(self) -> bool:
+        """The encoder is NNCF's INT8 model (OpenVINO IR, model.xml + model.bin) instead of model.onnx."""
+        return self.openvino.precision == "int8" and self.spec.engine == "openvino"
 
 
 def _runtime_parameters(options: RepositoryOptions, spec: RuntimeSpec) -> Dict[str, str]:
@@ -232,7 +240,8 @@ def config_files(options: RepositoryOptions) -> Dict[str, str]:
             instance_count=options.encoder_instances,
             instance_kind=options.instance_kind or encoder.instance_kind,
             queue_delay_us=options.encoder_queue_delay_us,
-            parameters=_runtime_parameters(options, encoder),
+            # "precision: int8" tells readers of the config (the perf report) what model.xml holds
+            parameters={**_runtime_parameters(options, encoder), **({"precision": "int8"} if options.int8_encoder else {})},
             triton_batching=batching,
         ),
         contract.DECODER_MODEL: model_config(
@@ -272,9 +281,23 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def place_onnx(repository: Path, onnx_dir: Path) -> None:
+#: An INT8 encoder's files in its version directory (OpenVINO IR; the python model reads model.xml first).
+INT8_FILES = ("model.xml", "model.bin")
+
+
+def place_int8_encoder(repository: Path, xml: Path) -> None:
+    """Put NNCF's INT8 encoder (``xml`` and the ``.bin`` beside it) in sam_encoder's version directory."""
+    version_dir = repository / contract.ENCODER_MODEL / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    for name, src in zip(INT8_FILES, (xml, xml.with_suffix(".bin"))):
+        _link_or_copy(src, version_dir / name)
+
+
+def place_onnx(repository: Path, onnx_dir: Path, *, encoder: bool = True) -> None:
     """Put the exported graphs (and any external data) in each model's version directory."""
     for model, name in ((contract.ENCODER_MODEL, ENCODER_FILE), (contract.DECODER_MODEL, DECODER_FILE)):
+        if model == contract.ENCODER_MODEL and not encoder:
+            continue
         version_dir = repository / model / "1"
         version_dir.mkdir(parents=True, exist_ok=True)
         _link_or_copy(onnx_dir / name, version_dir / "model.onnx")
@@ -299,6 +322,9 @@ def runtime_files(options: RepositoryOptions, *, onnx_dir: Optional[Path] = None
     ):
         if spec.artifact == "model.plan":
             files.update(f"{model}/1/{name}" for name in PLAN_FILES)
+            continue
+        if model == contract.ENCODER_MODEL and options.int8_encoder:
+            files.update(f"{model}/1/{name}" for name in INT8_FILES)
             continue
         files.add(f"{model}/1/{spec.artifact}")
         if onnx_dir is not None and (Path(onnx_dir) / f"{graph}.data").exists():
@@ -342,7 +368,8 @@ def write_configs(repository: Path, options: RepositoryOptions, *, onnx_dir: Opt
 
 
 def assemble(repository: Path, options: RepositoryOptions, *, onnx_dir: Optional[Path] = None) -> Path:
-    """Write configs, and the ONNX graphs for ONNX-based runtimes; returns the repository path.
+    """Write configs, and the ONNX graphs for ONNX-based runtimes (an INT8 encoder: quantized now, or
+    from the cache beside the export); returns the repository path.
 
     Rebuilding into a repository written for another runtime leaves only this runtime's files."""
     repository = Path(repository)
@@ -350,6 +377,10 @@ def assemble(repository: Path, options: RepositoryOptions, *, onnx_dir: Optional
     if options.spec.artifact == "model.onnx":
         if onnx_dir is None:
             raise ValueError(f"runtime {options.runtime} needs the exported ONNX graphs (onnx_dir)")
-        place_onnx(repository, Path(onnx_dir))
+        place_onnx(repository, Path(onnx_dir), encoder=not options.int8_encoder)
+        if options.int8_encoder:
+            from ..export.quantize import quantized_encoder
+
+            place_int8_encoder(repository, quantized_encoder(Path(onnx_dir), scope=options.openvino.int8_scope))
     log.info("wrote the %s model repository at %s", options.runtime, repository)
     return repository

@@ -1,4 +1,4 @@
-"""OpenVINO settings of a repository: precision, performance hint, streams, pinning -> config parameters.
+"""OpenVINO settings of a repository: precision (FP32, BF16, or an INT8 encoder), performance hint, streams, pinning -> config parameters.
 
 Two runtimes run OpenVINO on the same model.onnx: ``openvino`` (python-backend models, the embedded
 server's) and ``openvino-backend`` (Triton's own openvino backend, NVIDIA's container). Both read
@@ -17,10 +17,13 @@ from typing import Dict, List, Optional, Sequence, TypedDict
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
+#: What Triton's own openvino backend can be told (it reads the repository's model.onnx only).
+BACKEND_PRECISIONS = ("fp32", "bf16")
 DEFAULT_PRECISION = "fp32"
-#: OpenVINO's names of our precisions (INFERENCE_PRECISION_HINT values).
-INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+#: OpenVINO's names of our precisions (INFERENCE_PRECISION_HINT values). int8: the encoder is NNCF's
+#: quantized model (build/export/quantize.py); what it leaves unquantized runs FP32.
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 #: latency: one stream using every thread (best at concurrency 1); throughput: as many streams as
 #: OpenVINO finds useful (one per core or pair of cores), each batch split across them.
 PERFORMANCE_HINTS = ("latency", "throughput")
@@ -41,6 +44,7 @@ class OpenVinoOptions:
     """
 
     precision: str = DEFAULT_PRECISION
+    int8_scope: str = "stem_neck"  # with precision int8: the layers kept in floating point (quantize.SCOPES)
     performance_hint: str = "latency"
     streams: int = 0
     cpu_pinning: Optional[bool] = None
@@ -70,6 +74,8 @@ class OpenVinoOptions:
 
     def backend_parameters(self, threads: int) -> Dict[str, str]:
         """config.pbtxt parameters of Triton's openvino backend (its README's names; no pinning, no FP32 hint)."""
+        if self.precision not in BACKEND_PRECISIONS:
+            raise ValueError(f"OpenVINO precision {self.precision!r}: Triton's openvino backend runs {list(BACKEND_PRECISIONS)}")
         params = {"PERFORMANCE_HINT": self.performance_hint.upper()}
         if self.precision == "bf16":
             params["HINT_BF16"] = "YES"

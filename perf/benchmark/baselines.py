@@ -4,7 +4,8 @@
   cores), fed exactly the tensors perf_analyzer sends.
 - ``openvino-fp32`` / ``openvino-bf16``: the same ONNX graphs compiled by OpenVINO for the CPU
   with the served models' default settings (latency hint: one stream, every core); BF16 only where
-  the CPU runs it natively (AMX or AVX-512 BF16).
+  the CPU runs it natively (AMX or AVX-512 BF16). ``openvino-int8``: the INT8 encoder the
+  openvino runtime serves with ``--precision int8`` (perf/studies/cpu_encoders.py runs it).
 - ``pytorch``: Meta's ``SamPredictor``: ``set_torch_image`` on the resized photo (SAM's
   preprocess + image encoder), then the prompt encoder and mask decoder as ``predict_torch`` runs
   them, minus its upsampling to the original size (Triton's decoder leaves that to the client too).
@@ -39,6 +40,7 @@ RUNNER_NAMES = {
     "onnxruntime": "ONNX Runtime in-process",
     "openvino-fp32": "OpenVINO FP32 in-process",
     "openvino-bf16": "OpenVINO BF16 in-process",
+    "openvino-int8": "OpenVINO INT8 encoder in-process",
     "pytorch": "PyTorch SamPredictor in-process",
 }
 
@@ -102,16 +104,20 @@ class OpenVinoGraph:
 
 
 class OpenVinoRunner(GraphRunner):
-    """Our ONNX graphs compiled by OpenVINO at ``precision`` (fp32 or bf16), as the openvino runtime serves them."""
+    """Our ONNX graphs compiled by OpenVINO at ``precision`` (fp32, bf16, or int8: NNCF's encoder and the
+    FP32 decoder), as the openvino runtime serves them."""
 
-    def __init__(self, onnx_dir: Path, *, precision: str) -> None:
+    def __init__(self, onnx_dir: Path, *, precision: str, int8_scope: Optional[str] = None) -> None:
         import openvino as ov
 
         core = ov.Core()
         self.runtime = f"openvino-{precision}"
-        super().__init__(
-            OpenVinoGraph(core, Path(onnx_dir) / ENCODER_FILE, precision), OpenVinoGraph(core, Path(onnx_dir) / DECODER_FILE, precision)
-        )
+        encoder = Path(onnx_dir) / ENCODER_FILE
+        if precision == "int8":
+            from sam_triton.build.export.quantize import DEFAULT_SCOPE, quantized_encoder
+
+            encoder = quantized_encoder(Path(onnx_dir), scope=int8_scope or DEFAULT_SCOPE)
+        super().__init__(OpenVinoGraph(core, encoder, precision), OpenVinoGraph(core, Path(onnx_dir) / DECODER_FILE, precision))
 
 
 def openvino_precisions() -> Tuple[Tuple[str, ...], Optional[str]]:
@@ -122,16 +128,17 @@ def openvino_precisions() -> Tuple[Tuple[str, ...], Optional[str]]:
 
 
 class TorchRunner:
-    """Meta's SamPredictor on the same weights; ``encode`` sets the image and returns its features."""
+    """Meta's SamPredictor (MobileSAM's for vit_t) on the same weights; ``encode`` sets the image and returns its features."""
 
     runtime = "pytorch"
 
     def __init__(self, sam) -> None:
         import torch
-        from segment_anything import SamPredictor
+
+        from sam_triton.build.models.mobile_sam import predictor
 
         self.torch = torch
-        self.predictor = SamPredictor(sam)
+        self.predictor = predictor(sam)
 
     def encode(self, photo: Photo):
         h, w = (int(v) for v in photo.encoder_inputs["input_size"])

@@ -42,6 +42,7 @@ class PerfOptions:
     cache_dir: Path
     results_dir: Path
     runtime: Optional[str] = None
+    precision: str = "fp32"  # the openvino runtimes' precision (fp32, bf16, int8) when ``runtime`` writes the repository
     url: Optional[str] = None
     tritonserver: Optional[Path] = None
     check_image: Optional[Path] = None
@@ -62,5 +63,7 @@ class PerfOptions:
             levels = getattr(self, name)
             if not levels or any(c < 1 for c in levels):
                 raise ValueError(f"{name.replace('_', ' ')}: expected concurrency levels >= 1, got {list(levels)}")
+        if self.precision != "fp32" and self.runtime not in ("openvino", "openvino-backend"):
+            raise ValueError(f"--precision {self.precision}: applies with --runtime openvino or openvino-backend (got {self.runtime})")
         if self.baseline_requests < 1:
             raise ValueError(f"baseline requests must be >= 1, got {self.baseline_requests}")

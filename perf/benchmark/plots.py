@@ -15,6 +15,7 @@ BASELINE_STYLE = {  # marker and colour of each in-process baseline; labels are 
     "onnxruntime": ("s", "tab:green"),
     "openvino-fp32": ("D", "tab:purple"),
     "openvino-bf16": ("v", "tab:orange"),
+    "openvino-int8": ("P", "tab:brown"),
     "pytorch": ("^", "tab:red"),
 }
 

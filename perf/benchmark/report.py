@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .analyzer import Level, Sweep
 from .baselines import RUNNER_NAMES, Baseline
+from .first_mask import FirstMask, first_mask_table
 from .ratios import Ratio
 
 UNSTABLE = "†"
@@ -40,6 +41,8 @@ class BenchmarkRun:
     plots: Dict[str, Dict[str, Path]] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     duration_s: float = 0.0
+    model_type: str = ""
+    first_masks: List[FirstMask] = field(default_factory=list)  # time to first mask, served and in-process
 
 
 def _ms(us: Optional[float]) -> str:
@@ -140,6 +143,16 @@ def render(run: BenchmarkRun) -> str:
         "The in-process baselines ran the mixed prompts, so they appear beside sam_encoder, sam_decoder and sam.",
         "",
     ]
+    if run.first_masks:
+        out += [
+            "## Time to first mask",
+            "",
+            "Opening a photo and getting the first click's masks, per runner (the served figure is measured with"
+            " SamClient after the sweeps; the precision is the served encoder's, in the Triton label).",
+            "",
+            first_mask_table(run.model_type, run.first_masks),
+            "",
+        ]
     for label, sweep in run.sweeps.items():
         out += [
             f"## {label}",

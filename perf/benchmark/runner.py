@@ -18,11 +18,13 @@ from sam_triton.build.export.pipeline import prepare_onnx
 from sam_triton.build.models.presets import load_model, sha256_of
 from sam_triton.build.repository.assemble import RepositoryOptions, assemble
 from sam_triton.build.repository.model_config import read_configs
+from sam_triton.build.repository.openvino_options import OpenVinoOptions
 from sam_triton.build.server.tritonserver import ServerConfig, TritonServer, model_names
 from sam_triton.client.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL
 
 from .analyzer import run_sweep
 from .baselines import RUNNER_NAMES, OpenVinoRunner, OrtRunner, TorchRunner, measure, openvino_precisions, ort_embeddings
+from .first_mask import in_process_first_masks, served_first_mask
 from .input_data import write_input_data
 from .install import ensure_perf_analyzer
 from .machine import load_average, machine_info
@@ -43,7 +45,8 @@ def prepare_repository(options: PerfOptions, onnx_dir: Path) -> Path:
     """Write the repository for ``options.runtime``, or check that the existing one serves these weights."""
     repository = Path(options.repository)
     if options.runtime:
-        return assemble(repository, RepositoryOptions(runtime=options.runtime), onnx_dir=onnx_dir)
+        openvino = OpenVinoOptions(precision=options.precision)
+        return assemble(repository, RepositoryOptions(runtime=options.runtime, openvino=openvino), onnx_dir=onnx_dir)
     if options.url:
         return repository  # the running server's repository: nothing here to check it against
     missing = {ENCODER_MODEL, DECODER_MODEL, ENSEMBLE_MODEL} - set(model_names(repository))
@@ -141,15 +144,18 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
                 measurement=options.decoder_measurement if decoder else options.encoder_measurement,
                 timeout_s=options.run_timeout_s,
             )
+        configs = read_configs(repository)
+        first_masks = [served_first_mask(url, [photo.image for photo in workload.photos], triton_label(configs))]
 
     sam, _ = load_model(checkpoint=options.model.checkpoint, model_type=options.model.model_type, seed=options.model.seed)
     baselines = measure(ort, workload, requests=options.baseline_requests, embeddings=embeddings)
     precisions, bf16_missing = openvino_precisions()
+    if options.precision == "int8":  # the served INT8 encoder's in-process twin
+        precisions += ("int8",)
     for precision in precisions:  # one runner at a time: a ViT-B graph compiled twice is gigabytes
         baselines += measure(OpenVinoRunner(onnx_dir, precision=precision), workload, requests=options.baseline_requests)
     baselines += measure(TorchRunner(sam), workload, requests=options.baseline_requests)
 
-    configs = read_configs(repository)  # what Triton served, read once for the labels and the ratios
     machine = machine_info(load_at_start)
     where = f"{machine['cpu']} ({machine['usable_cores']} cores), GPU: {machine['gpu']}"
     run = BenchmarkRun(
@@ -169,6 +175,8 @@ def run_benchmark(options: PerfOptions) -> BenchmarkRun:
         baselines=baselines,
         ratios=headline_ratios(sweeps, baselines, served_engines(configs)),
         notes=run_notes(options, bf16_missing),
+        model_type=manifest["model_type"],
+        first_masks=first_masks + in_process_first_masks(baselines),
     )
     run.plots = plot_all(sweeps, baselines, run_dir / "plots", triton_label=run.triton_label, where=where)
     run.duration_s = time.monotonic() - start

@@ -1,7 +1,7 @@
 """What engine a served repository runs per model, from its parsed config.pbtxt files (``build.model_config.read_configs``).
 
 The serving-overhead ratio divides Triton's latency by the in-process baseline of the same engine
-and precision: ``onnxruntime``, ``openvino-fp32`` or ``openvino-bf16`` (``RUNNER_NAMES``'s keys).
+and precision: ``onnxruntime``, ``openvino-fp32``, ``openvino-bf16`` or ``openvino-int8`` (``RUNNER_NAMES``'s keys).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ FALLBACK = "onnxruntime"
 
 
 def served_engine(config) -> str:
-    """The baseline runtime matching one parsed config.pbtxt: onnxruntime, openvino-fp32 or openvino-bf16."""
+    """The baseline runtime matching one parsed config.pbtxt: onnxruntime, openvino-fp32, openvino-bf16 or openvino-int8."""
     params = {key: value.string_value for key, value in config.parameters.items()}
     if config.backend == "python":
         if params.get("engine") == "openvino":
+            if params.get("precision") == "int8":
+                return "openvino-int8"
             return "openvino-bf16" if params.get("INFERENCE_PRECISION_HINT") == "bf16" else "openvino-fp32"
         return "onnxruntime"
     if config.backend == "openvino":

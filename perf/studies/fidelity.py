@@ -15,6 +15,12 @@ Run as a study: ``python -m sam_triton.perf.studies.fidelity --models tiny vit_b
 --out docs/studies/openvino_fidelity.json`` builds the openvino repository of each model and
 precision, serves it with the embedded tritonserver, and writes the figures (JSON) that the README
 publishes.
+
+Before switching to ``--precision int8`` (or bf16), measure your own checkpoint on your own photos:
+``python -m sam_triton.perf.studies.fidelity --models sam_vit_b_01ec64.pth --precisions fp32 int8
+--photos a.jpg b.jpg --out fidelity.json``. Figures of presets are of seeded random weights, and
+say so ("weights": "random"): random weights lack trained SAM's activation outliers, which INT8
+is sensitive to.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from sam_triton.build.export.quantize import DEFAULT_SCOPE, SCOPES
 from sam_triton.build.export.verify import rel_l2
+from sam_triton.build.repository.openvino_options import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +159,8 @@ def markdown_table(study: Mapping[str, Any]) -> str:
     lines = []
     for model, runs in study["models"].items():
         precisions = list(runs)
-        header = [f"`{model}`"] + [
+        random = "random" in str(study.get("weights", {}).get(model, ""))
+        header = [f"`{model}`" + (" (random weights)" if random else "")] + [
             f"{p.upper()} {what}" for p in precisions for what in ("logits rel. L2", "IoU error", "mask pixels equal")
         ]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -166,11 +175,12 @@ def markdown_table(study: Mapping[str, Any]) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, np.ndarray], cache_dir: Path, work: Path) -> dict:
+def _model_figures(
+    model: str, precisions: Sequence[str], images: Mapping[str, np.ndarray], cache_dir: Path, work: Path, int8_scope: str
+) -> dict:
     """Precision -> figures: ``model``'s export and SamPredictor answers once, then one openvino repository per precision, served and measured."""
-    from segment_anything import SamPredictor
-
     from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
+    from sam_triton.build.models.mobile_sam import predictor as reference_predictor
     from sam_triton.build.repository.assemble import RepositoryOptions, assemble
     from sam_triton.build.repository.openvino_options import OpenVinoOptions
     from sam_triton.build.server.tritonserver import ServerConfig, TritonServer
@@ -179,11 +189,11 @@ def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, n
     choice = ModelChoice.parse(model)
     onnx_dir, _ = prepare_onnx(choice, cache_dir=cache_dir)
     sam = choice.load()
-    predictors: Dict[str, SamPredictor] = {}
+    predictors: Dict[str, Any] = {}  # SamPredictor, or MobileSAM's for vit_t
 
     def predictor_for(name: str, image: np.ndarray):
         if name not in predictors:
-            predictors[name] = SamPredictor(sam)
+            predictors[name] = reference_predictor(sam)
             predictors[name].set_image(image)
         return predictors[name]
 
@@ -191,7 +201,7 @@ def _model_figures(model: str, precisions: Sequence[str], images: Mapping[str, n
     for precision in precisions:
         repository = assemble(
             work / f"repo-{Path(model).stem}-{precision}",
-            RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision=precision)),
+            RepositoryOptions(runtime="openvino", openvino=OpenVinoOptions(precision=precision, int8_scope=int8_scope)),
             onnx_dir=onnx_dir,
         )
         config = ServerConfig.on_free_ports(repository)
@@ -205,7 +215,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sam_triton.perf.studies.fidelity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["tiny"], help="Presets (seeded random weights) or checkpoint paths to measure.")
     parser.add_argument(
-        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"], help="The OpenVINO precisions to measure."
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=list(PRECISIONS), help="The openvino runtime's precisions to measure."
+    )
+    parser.add_argument(
+        "--photos", nargs="+", type=Path, help="Your own photos to measure on (default: the project's tests/images: truck, dog, groceries)."
+    )
+    parser.add_argument(
+        "--int8-scope", choices=sorted(SCOPES), default=DEFAULT_SCOPE, help="With int8: the layers NNCF leaves in floating point."
     )
     parser.add_argument("--cache-dir", type=Path, help="Where exports are cached (default: $SAM_TRITON_CACHE or ~/.cache/sam-triton).")
     parser.add_argument("--out", type=Path, required=True, help="The JSON file to write the figures into.")
@@ -213,25 +229,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import openvino
 
+    from sam_triton.build.models.presets import PRESETS
     from sam_triton.build.repository.openvino_options import cpu_capabilities
     from sam_triton.build.server.tritonserver import default_cache_dir
     from sam_triton.client.images import load_image
 
-    images = {name: load_image(PHOTOS_DIR / f"{name}.jpg") for name in PHOTOS}
+    paths = args.photos or [PHOTOS_DIR / f"{name}.jpg" for name in PHOTOS]
+    images = {Path(path).stem: load_image(Path(path)) for path in paths}
     cpu = cpu_capabilities()
     result = {
         "command": "python -m sam_triton.perf.studies.fidelity "
         + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "cpu": f"{cpu['name']} ({platform.machine()}; OpenVINO capabilities {', '.join(cpu['capabilities'])})",
         "openvino": openvino.__version__,
-        "photos": list(PHOTOS),
+        "photos": list(images),
+        "weights": {Path(m).stem: ("random (seeded preset)" if m in PRESETS else f"checkpoint {m}") for m in args.models},
+        "int8_scope": args.int8_scope if "int8" in args.precisions else None,
         "date": time.strftime("%Y-%m-%d"),
         "models": {},
     }
     with tempfile.TemporaryDirectory() as work:
         for model in args.models:
             result["models"][Path(model).stem] = _model_figures(
-                model, args.precisions, images, args.cache_dir or default_cache_dir(), Path(work)
+                model, args.precisions, images, args.cache_dir or default_cache_dir(), Path(work), args.int8_scope
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -1,4 +1,4 @@
-"""Triton python-backend model: runs this version directory's model.onnx with ONNX Runtime or OpenVINO.
+"""Triton python-backend model: runs this version directory's model.onnx (or model.xml) with ONNX Runtime or OpenVINO.
 
 Written by `sam-triton build` (runtimes ``python`` and ``openvino``) into both sam_encoder/1/ and
 sam_decoder/1/; it reads everything model-specific from config.pbtxt, so one file serves both
@@ -156,7 +156,7 @@ class OpenVinoEngine:
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.description = (
             f"OpenVINO {ov.__version__}, inference precision {self.precision}, {streams} stream(s),"
-            f" {self.compiled.get_property('INFERENCE_NUM_THREADS')} thread(s)"
+            f" {self.compiled.get_property('INFERENCE_NUM_THREADS')} thread(s), {os.path.basename(path)}"
         )
         self._warm_up(config)
 
@@ -201,7 +201,11 @@ class TritonPythonModel:
         engine = _parameter(config, "engine", "onnxruntime")
         if engine not in ENGINES:
             raise ValueError(f"{self.model_name}: parameter 'engine' is {engine!r}; expected one of {sorted(ENGINES)}")
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        # An INT8 encoder is OpenVINO IR (model.xml + model.bin, NNCF's quantized model); else the ONNX graph.
+        path = os.path.join(version_dir, "model.xml")
+        if engine != "openvino" or not os.path.isfile(path):
+            path = os.path.join(version_dir, "model.onnx")
         self.engine = ENGINES[engine](path, config, self.output_names)
         _log("log_info", f"{self.model_name}: {self.engine.description}")
 
