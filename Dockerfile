@@ -17,13 +17,12 @@ ARG TENSORRT_VERSION=10.8.0.43
 ARG CUDA_PYTHON_VERSION=12.8.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
-# PYTHONPATH: Triton's python backend stub embeds the image's Python 3.12, which does not look in
-# the venv by itself; sam_session (a python-backend model) imports sam_triton, numpy and pillow.
+# The python backend's stubs (sam_session, the openvino runtime's models) import the venv's packages:
+# the entrypoint (sam_triton.cli.container, tritonserver_environment) puts its site-packages on PYTHONPATH.
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SAM_TRITON_CACHE=/cache \
-    PATH=/opt/sam-triton/venv/bin:$PATH \
-    PYTHONPATH=/opt/sam-triton/venv/lib/python3.12/site-packages
+    PATH=/opt/sam-triton/venv/bin:$PATH
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /opt/sam-triton/src

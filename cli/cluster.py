@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import tempfile
 from pathlib import Path
 
 from . import arguments as a
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         ready_timeout_s=args.ready_timeout,
     )
     cache = a.cache_dir(args)
-    cluster = Cluster(config, run_dir=cache / "cluster" / f"port-{args.port}", cache_dir=cache)
+    (cache / "cluster").mkdir(parents=True, exist_ok=True)  # one folder per run: two clusters may run at once
+    cluster = Cluster(config, run_dir=Path(tempfile.mkdtemp(prefix="run-", dir=cache / "cluster")), cache_dir=cache)
 
     def stop(signum: int, _frame: object) -> None:
         for each in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C or SIGTERM must not cut the drain short

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import List, Optional, Sequence
 
 from sam_triton.build.models.presets import DEFAULT_SEED, PRESETS
 from sam_triton.build.repository.assemble import RepositoryOptions
+from sam_triton.build.repository.openvino_options import OpenVinoOptions
 from sam_triton.build.repository.stale_plans import StalePlanError, ensure_plans_fresh
 from sam_triton.build.server.restricted_apis import RESTRICTABLE_APIS, restricted, restriction_args, server_key
 from sam_triton.build.tensorrt.engine import EngineOptions
@@ -196,7 +198,8 @@ def prepare_cpu_repository(args: argparse.Namespace) -> Path:
         return args.repository
     a.check_precision(args)
     choice = model_choice(args)
-    options = a.repository_options(args)
+    # the container has no OpenVINO tuning flags: the precision is --precision's (fp32, bf16 or int8)
+    options = replace(a.repository_options(args), openvino=OpenVinoOptions(precision=args.precision or "fp32"))
     text = json.dumps(
         {"weights": choice.weights_id(), "repository": asdict(options), "exporter": exporter_id()}, sort_keys=True, default=str
     )
@@ -205,7 +208,7 @@ def prepare_cpu_repository(args: argparse.Namespace) -> Path:
     if (folder / COMPLETE_MARKER).is_file():
         log.info("reusing the openvino repository in %s", repository)
         return repository
-    (folder / COMPLETE_MARKER).unlink(missing_ok=True)
+    shutil.rmtree(repository, ignore_errors=True)  # what a start killed mid-build left
     onnx_dir, _manifest = prepare_onnx(choice, cache_dir=Path(args.cache_dir))
     assemble(repository, options, onnx_dir=onnx_dir)
     (folder / COMPLETE_MARKER).write_text(text)

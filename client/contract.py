@@ -182,8 +182,9 @@ SESSION_ID_BYTES = 16
 #: client, sent with every call of the session, open included): a gateway hashes on it
 #: (deploy/kubernetes/base/gateway/envoy.yaml), so all its calls reach the replica holding its embedding.
 ROUTE_HEADER = "sam-route"
-#: ``mask_input`` value that asks sam_session to refine with the session's previous mask (the
-#: low-res logits of the best-scoring mask of the last predict), so a refinement uploads nothing.
+#: ``mask_input`` value of the session transport's ``predict``: refine with the session's previous mask
+#: (the low-res logits of the best-scoring mask of the last predict); the client sends it to sam_session
+#: as the BOOL input ``use_previous_mask``, so a refinement uploads nothing.
 PREVIOUS_MASK = "previous"
 #: First byte of each encoded mask in ``masks``: COCO RLE (pycocotools' compressed counts string,
 #: column-major) or np.packbits of the row-major HxW mask; the server sends the smaller.

@@ -78,6 +78,12 @@ class SessionNotFoundError(ServerError):
     route the session's ``sam-route`` header to one server)."""
 
 
+class PreviousMaskLostError(SessionNotFoundError):
+    """Transport "session": a refinement with ``mask_input="previous"`` met a lost session. The
+    client re-opened the session (the next call works), but the previous mask was the server's and
+    went with it, so the refinement is not retried silently without it."""
+
+
 class SharedMemoryError(ServerError):
     """The server could not register or use one of the client's shared-memory regions.
 

@@ -99,6 +99,9 @@ def test_envoy_accepts_the_gateway_file_and_its_local_rewrite(tmp_path):
     (tmp_path / "local.yaml").write_text(yaml.safe_dump(local))
     gw.validate(tmp_path / "local.yaml")
     assert gw.route_header(config) == ROUTE_HEADER  # what the client sends is what the gateway hashes
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    log_format = manager["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+    assert f"route=%REQ({ROUTE_HEADER.upper()})%" in log_format  # read_access_log's route key
     unchanged = ("lb_policy", "health_checks", "outlier_detection", "circuit_breakers", "common_lb_config")
     assert {k: local["static_resources"]["clusters"][0][k] for k in unchanged} == {
         k: config["static_resources"]["clusters"][0][k] for k in unchanged

@@ -22,7 +22,14 @@ from PIL import Image
 
 from sam_triton.build.repository.assemble import RepositoryOptions, assemble
 from sam_triton.build.repository.session_store import LOGITS_SLOT_BYTES
-from sam_triton.client import AsyncSamClient, InvalidInputError, InvalidRequestError, ModelNotFoundError, SamClient
+from sam_triton.client import (
+    AsyncSamClient,
+    InvalidInputError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    PreviousMaskLostError,
+    SamClient,
+)
 from sam_triton.client.contract import EMBED_DIM, EMBED_SIZE, PREVIOUS_MASK, ROUTE_HEADER, SESSION_MODEL
 from sam_triton.perf.studies.wire_proxy import CountingProxy
 
@@ -161,6 +168,20 @@ def test_an_evicted_session_is_reopened_transparently(session_server, url, image
         assert metrics(session_server)["sam_session_evictions_total"] > evictions
 
 
+def test_a_refinement_that_meets_a_lost_session_says_its_previous_mask_is_gone(session_server, url, images):
+    with SamClient(url, transport="session") as client, SamClient(url, transport="grpc") as plain:
+        client.set_image(images["truck"])
+        client.predict(**CLICK)
+        tiny = png(np.zeros((32, 32, 3), np.uint8))
+        for _ in range(CAPACITY):  # evicts the truck's session
+            open_raw(plain, tiny)
+        with pytest.raises(PreviousMaskLostError, match="its previous mask went with it"):
+            client.predict(**CLICK, mask_input=PREVIOUS_MASK)
+        assert client.reopens == 1
+        masks, _, _ = client.predict(**CLICK)  # the re-opened session answers the next click
+        assert masks.shape[1:] == images["truck"].shape[:2] and client.reopens == 1
+
+
 def test_the_cap_holds_whatever_the_number_of_opens(session_server, url):
     tiny = png(np.full((40, 30, 3), 7, np.uint8))
     with SamClient(url, transport="grpc") as client:
@@ -170,7 +191,7 @@ def test_the_cap_holds_whatever_the_number_of_opens(session_server, url):
             assert figures["sam_session_sessions"] <= CAPACITY and figures["sam_session_bytes"] <= CAPACITY * SESSION_BYTES
 
 
-def test_two_clients_are_isolated(url, images):
+def test_closing_one_clients_session_spares_anothers_and_random_ids_are_refused(url, images):
     with SamClient(url, transport="session") as a, SamClient(url, transport="session") as b, SamClient(url, transport="grpc") as plain:
         a.set_image(images["dog"])
         b.set_image(images["groceries"])

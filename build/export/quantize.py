@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
@@ -91,7 +92,11 @@ def quantized_encoder(onnx_dir: Path, *, scope: str = DEFAULT_SCOPE) -> Path:
         ignored_scope=nncf.IgnoredScope(patterns=list(patterns), validate=False) if patterns else None,
     )
     out.mkdir(parents=True, exist_ok=True)
-    ov.save_model(quantized, str(out / INT8_XML), compress_to_fp16=False)
+    # saved beside, then renamed: a build killed mid-save must not leave files the cache check would reuse
+    scratch = out / f".tmp-{os.getpid()}-{INT8_XML}"  # IR: the .bin sits beside the .xml under the same stem
+    ov.save_model(quantized, str(scratch), compress_to_fp16=False)
+    os.replace(scratch.with_suffix(".bin"), (out / INT8_XML).with_suffix(".bin"))
+    os.replace(scratch, out / INT8_XML)
     seconds = round(time.perf_counter() - start, 1)
     (out / "int8.json").write_text(
         json.dumps({"scope": scope, "patterns": patterns, "calibration": CALIBRATION_PHOTOS, "nncf": nncf.__version__, "seconds": seconds})

@@ -29,8 +29,9 @@ from ..contract import (
     OPEN_OUTPUTS,
     ROUTE_HEADER,
     SESSION_MODEL,
+    USE_PREVIOUS_MASK,
 )
-from ..errors import ServerError, SessionNotFoundError
+from ..errors import PreviousMaskLostError, ServerError, SessionNotFoundError
 from ..mask_codec import decode_mask
 from ..predictor.prompts import DecoderPrompt, stack_prompts
 from ..predictor.transforms import resize_image
@@ -126,6 +127,15 @@ class SessionFlows:
                 ref.session_id = reopened.session_id
                 self.reopens += 1
                 log.warning("session %s was gone from the server (%s); re-opened it as %s", lost, exc.detail, ref.session_id)
+                if USE_PREVIOUS_MASK.name in arrays:
+                    # the previous mask lived on the server with the lost session: a retry would refine with nothing
+                    raise PreviousMaskLostError(
+                        f"session {lost} was gone from the server ({exc.detail}) and is re-opened as {ref.session_id},"
+                        " but its previous mask went with it: predict again without mask_input='previous' (or pass"
+                        " the low-res logits you hold as mask_input)",
+                        model=SESSION_MODEL,
+                        status=exc.status,
+                    ) from exc
         raise AssertionError("unreachable")
 
     def close_session(self, ref: SessionRef, timeout_s: float) -> Flow:

@@ -34,7 +34,7 @@ from sam_triton.client.mask_codec import encode_mask
 from sam_triton.client.predictor.transforms import postprocess_masks
 
 SESSION_ID = re.compile(r"^[0-9a-f]{%d}$" % (2 * contract.SESSION_ID_BYTES))
-LABELS = (-1.0, 0.0, 1.0, 2.0, 3.0)
+LABELS = tuple(float(value) for value in sorted(contract.LABEL_MEANINGS))
 EMBEDDING_BYTES = 4 * contract.EMBED_DIM * contract.EMBED_SIZE * contract.EMBED_SIZE
 MASK_THRESHOLD = 0.0  # Sam.mask_threshold
 
@@ -122,8 +122,8 @@ class TritonPythonModel:
             idle_ttl_s=float(_parameter(config, "idle_ttl_s", str(contract.DEFAULT_IDLE_TTL_S))),
         )
         self.max_pixels = int(_parameter(config, "max_image_pixels", str(contract.DEFAULT_MAX_IMAGE_PIXELS)))
-        self.max_prompts = int(_parameter(config, "max_prompts", "64"))
-        self.max_points = int(_parameter(config, "max_points", "16"))
+        self.max_prompts = int(_parameter(config, "max_prompts", str(contract.DEFAULT_LIMITS.max_prompts)))
+        self.max_points = int(_parameter(config, "max_points", str(contract.DEFAULT_LIMITS.max_points)))
         # "gpu" on a GPU runtime: the encoder's output stays in GPU memory (see _keep_embedding).
         self.embedding_memory = _parameter(config, "embedding_memory", "cpu")
         self.metrics = Metrics(self.model_name)
@@ -223,7 +223,10 @@ class TritonPythonModel:
                 f" of 1..{self.max_points} points"
             )
         if not (np.all(np.isfinite(coords)) and np.all(np.isin(labels, LABELS))):
-            raise RequestError("input 'point_coords'/'point_labels': expected finite coordinates and labels -1, 0, 1, 2 or 3")
+            raise RequestError(
+                "input 'point_coords'/'point_labels': expected finite coordinates and labels "
+                + ", ".join(f"{value} ({meaning})" for value, meaning in sorted(contract.LABEL_MEANINGS.items()))
+            )
         height, width = session.input_size
         real = labels != -1
         x, y = coords[..., 0][real], coords[..., 1][real]
