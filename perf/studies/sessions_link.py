@@ -25,9 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
-from sam_triton.build.repository.assemble import RepositoryOptions, assemble
 from sam_triton.build.repository.session_store import LOGITS_SLOT_BYTES
-from sam_triton.build.server.tritonserver import ServerConfig, TritonServer, default_cache_dir
+from sam_triton.build.server.tritonserver import default_cache_dir
 from sam_triton.client import SamClient
 from sam_triton.client.contract import EMBED_DIM, EMBED_SIZE, SESSION_MODEL
 from sam_triton.client.images import load_image
@@ -35,6 +34,7 @@ from sam_triton.client.predictor.transforms import resize_image
 from sam_triton.client.transport.sessions import png_bytes
 
 from ..soak.process_tree import descendants, rss_bytes, tree_memory
+from .session_server import command, machine, serve_python_repository, write_report
 from .transports import click_points
 from .wire_proxy import CountingProxy
 
@@ -119,8 +119,9 @@ def store_memory(repository_dir: Path, onnx_dir: Path, cache_dir: Path, store_mi
     """Open 10x the store's capacity in sessions: the RSS of the server and of sam_session's stub
     (where the store lives) against the cap, from a baseline taken with one session opened and closed."""
     capacity = store_mib * 2**20 // SESSION_BYTES
-    repository = assemble(repository_dir, RepositoryOptions(runtime="python", session_store_bytes=store_mib * 2**20), onnx_dir=onnx_dir)
-    server = TritonServer(ServerConfig.on_free_ports(repository), log_path=log_dir / "store_memory.log", cache_dir=cache_dir).start()
+    server = serve_python_repository(
+        onnx_dir, repository_dir, cache_dir=cache_dir, log_path=log_dir / "store_memory.log", session_store_bytes=store_mib * 2**20
+    )
     pid = server.process.pid
     try:
         data = png_bytes(np.full((64, 64, 3), 9, np.uint8))
@@ -245,14 +246,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     image = load_image(PHOTOS / "truck.jpg")
     clicks = click_points(image.shape[0], image.shape[1], args.clicks)
     report: Dict[str, Any] = {
-        "command": "python -m sam_triton.perf.studies.sessions_link " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{__import__('os').cpu_count()} CPUs, no GPU",
+        "command": command("sessions_link", argv),
+        "machine": machine(),
         "preset": args.preset,
         "uploads": upload_sizes(sorted(PHOTOS.glob("*.jpg"))),
         "links": {},
     }
-    repository = assemble(work / "model_repository", RepositoryOptions(runtime="python"), onnx_dir=onnx_dir)
-    server = TritonServer(ServerConfig.on_free_ports(repository), log_path=work / "tritonserver.log", cache_dir=cache_dir).start()
+    server = serve_python_repository(onnx_dir, work / "model_repository", cache_dir=cache_dir, log_path=work / "tritonserver.log")
     transports: List[str] = args.transports.split(",")
     try:
         url = server.config.grpc_url
@@ -267,10 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         server.stop()
     report["store_memory"] = store_memory(work / "store_repository", onnx_dir, cache_dir, args.store_mib, work)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown(report))
     return 0
 
 

@@ -13,7 +13,6 @@ long. Writes ``<out>.json`` and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -23,11 +22,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
-from sam_triton.build.repository.assemble import RepositoryOptions, assemble
-from sam_triton.build.server.tritonserver import ServerConfig, TritonServer, default_cache_dir
+from sam_triton.build.server.tritonserver import default_cache_dir
 from sam_triton.client import SamClient
 from sam_triton.client.images import load_image
 
+from .session_server import command, machine, serve_python_repository, write_report
 from .sessions_link import PHOTOS, percentiles
 from .transports import click_points
 
@@ -97,23 +96,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cache_dir = args.cache_dir or default_cache_dir()
     work = cache_dir / "sessions_load"
     onnx_dir, _ = prepare_onnx(ModelChoice(model_type=args.preset), cache_dir=cache_dir)
-    repository = assemble(work / "model_repository", RepositoryOptions(runtime="python"), onnx_dir=onnx_dir)
-    server = TritonServer(ServerConfig.on_free_ports(repository), log_path=work / "tritonserver.log", cache_dir=cache_dir).start()
+    server = serve_python_repository(onnx_dir, work / "model_repository", cache_dir=cache_dir, log_path=work / "tritonserver.log")
     try:
         figures = measure(server.config.grpc_url, load_image(PHOTOS / "truck.jpg"), args.clicks, args.openers)
     finally:
         server.stop()
     report = {
-        "command": "python -m sam_triton.perf.studies.sessions_load " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{__import__('os').cpu_count()} CPUs, no GPU",
+        "command": command("sessions_load", argv),
+        "machine": machine(),
         "preset": args.preset,
         "openers": args.openers,
         **figures,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown(report))
     return 0
 
 

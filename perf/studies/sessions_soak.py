@@ -13,7 +13,6 @@ The RSS of tritonserver and its python stubs is sampled every ``--sample-s``. Wr
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -25,13 +24,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
-from sam_triton.build.repository.assemble import RepositoryOptions, assemble
-from sam_triton.build.server.tritonserver import ServerConfig, TritonServer, default_cache_dir
+from sam_triton.build.server.tritonserver import default_cache_dir
 from sam_triton.client import SamClient
 from sam_triton.client.contract import PREVIOUS_MASK
 from sam_triton.client.images import load_image
 
 from ..soak.process_tree import tree_memory
+from .session_server import command, machine, serve_python_repository, write_report
 from .sessions_link import PHOTOS
 
 
@@ -87,8 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cache_dir = args.cache_dir or default_cache_dir()
     work = cache_dir / "sessions_soak"
     onnx_dir, _ = prepare_onnx(ModelChoice(model_type="tiny"), cache_dir=cache_dir)
-    repository = assemble(work / "model_repository", RepositoryOptions(runtime="python"), onnx_dir=onnx_dir)
-    server = TritonServer(ServerConfig.on_free_ports(repository), log_path=work / "tritonserver.log", cache_dir=cache_dir).start()
+    server = serve_python_repository(onnx_dir, work / "model_repository", cache_dir=cache_dir, log_path=work / "tritonserver.log")
     images = [load_image(p) for p in sorted(PHOTOS.glob("*.jpg"))]
     counters = Counters()
     rss: List[List[float]] = []
@@ -112,8 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         server.stop()
     middle = [v for t, v in rss if t >= args.duration_s / 3]
     report: Dict[str, Any] = {
-        "command": "python -m sam_triton.perf.studies.sessions_soak " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{__import__('os').cpu_count()} CPUs, no GPU",
+        "command": command("sessions_soak", argv),
+        "machine": machine(),
         "duration_s": args.duration_s,
         "concurrency": args.concurrency,
         "ops": counters.ops,
@@ -127,10 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "rss_max_after_first_third_mib": max(middle) if middle else None,
         "rss_median_after_first_third_mib": statistics.median(middle) if middle else None,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown(report))
     return 0 if report["failures"] == 0 else 1
 
 
