@@ -6,7 +6,7 @@ answer checks. Test modules import from here (or from fixtures), never from each
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -34,6 +34,27 @@ def serving(request, repository: Path, cache_dir: Path, log_path: Path) -> Itera
     srv.stop()
     if request.session.testsfailed > failed_before:
         print(f"\n--- tritonserver log ({log_path}) ---\n{srv.log_tail(20000)}")
+
+
+def serve_argv(repository: Path, cache_dir: Path, log_file: Path, *, grpc_port: Optional[int] = None) -> List[str]:
+    """`sam-triton serve`'s arguments for ``repository`` on free loopback ports (gRPC on ``grpc_port`` when given)."""
+    from sam_triton.build.server.tritonserver import free_port
+
+    return [
+        "serve",
+        "--repository",
+        str(repository),
+        "--grpc-port",
+        str(grpc_port or free_port()),
+        "--http-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--cache-dir",
+        str(cache_dir),
+        "--log-file",
+        str(log_file),
+    ]
 
 
 def checked_in_snapshot() -> Dict[str, Any]:

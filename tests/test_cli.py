@@ -14,7 +14,7 @@ import pytest
 from sam_triton.build.server.tritonserver import free_port
 from sam_triton.cli.main import main
 
-from .helpers import IMAGES_DIR
+from .helpers import IMAGES_DIR, serve_argv
 
 
 def test_help_lists_every_command(capsys):
@@ -111,19 +111,7 @@ def test_serve_stops_cleanly_on_sigterm(python_repository, cache_dir, tmp_path):
             sys.executable,
             "-m",
             "sam_triton.cli.main",
-            "serve",
-            "--repository",
-            str(python_repository),
-            "--grpc-port",
-            str(grpc_port),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--cache-dir",
-            str(cache_dir),
-            "--log-file",
-            str(tmp_path / "server.log"),
+            *serve_argv(python_repository, cache_dir, tmp_path / "server.log", grpc_port=grpc_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -149,23 +137,7 @@ def test_serve_exits_nonzero_naming_a_model_that_fails_to_load(python_repository
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
     (broken / "sam_decoder" / "1" / "model.onnx").write_bytes(b"not an onnx file")
-    code = main(
-        [
-            "serve",
-            "--repository",
-            str(broken),
-            "--grpc-port",
-            str(free_port()),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--cache-dir",
-            str(cache_dir),
-            "--log-file",
-            str(tmp_path / "log"),
-        ]
-    )
+    code = main(serve_argv(broken, cache_dir, tmp_path / "log"))
     assert code == 1
     err = capsys.readouterr().err
     assert "sam_decoder" in err and "tritonserver exited" in err

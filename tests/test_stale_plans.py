@@ -17,12 +17,13 @@ import pytest
 
 from sam_triton.build.repository.assemble import RepositoryOptions, write_configs
 from sam_triton.build.repository.stale_plans import StalePlanError, ensure_plans_fresh
-from sam_triton.build.server.tritonserver import free_port
 from sam_triton.build.tensorrt.engine_metadata import EngineMetadata, RuntimeIdentity
 from sam_triton.build.tensorrt.profiles import model_profiles, profiles_as_dict
 from sam_triton.cli.main import main
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits
+
+from .helpers import serve_argv
 
 BUILT = Limits(max_batch_size=8, max_prompts=64, max_points=16)
 H100 = RuntimeIdentity(tensorrt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
@@ -114,23 +115,7 @@ def test_repositories_without_plans_are_untouched(tmp_path):
 def test_serve_refuses_a_stale_plan_before_starting_triton(tmp_path, capsys):
     repo = _repository(tmp_path, config_limits=Limits(max_batch_size=4))
     log_file = tmp_path / "tritonserver.log"
-    code = main(
-        [
-            "serve",
-            "--repository",
-            str(repo),
-            "--grpc-port",
-            str(free_port()),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--log-file",
-            str(log_file),
-        ]
-    )
+    code = main(serve_argv(repo, tmp_path / "cache", log_file))
     assert code == 1
     err = capsys.readouterr().err
     assert "sam-triton serve: error: refusing to serve" in err and "config.pbtxt has max_batch_size 4 but the plan was built for 8" in err

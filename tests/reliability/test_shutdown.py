@@ -16,7 +16,7 @@ from sam_triton.cli.main import main
 from sam_triton.client import SamClient, ServerUnavailableError
 from sam_triton.client.transport.server_key import key_file
 
-from ..helpers import encoder_arrays, prompt_arrays, triton_inputs
+from ..helpers import encoder_arrays, prompt_arrays, serve_argv, triton_inputs
 from .probes import PROBE_CLICK
 from .serve_process import Serve
 
@@ -111,23 +111,7 @@ def test_a_model_that_fails_to_load_stops_serve_with_its_reason(python_repositor
     (broken / "sam_decoder" / "1" / "model.onnx").unlink()  # missing
     grpc_port = free_port()
     start = time.monotonic()
-    code = main(
-        [
-            "serve",
-            "--repository",
-            str(broken),
-            "--grpc-port",
-            str(grpc_port),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--cache-dir",
-            str(cache_dir),
-            "--log-file",
-            str(tmp_path / "log"),
-        ]
-    )
+    code = main(serve_argv(broken, cache_dir, tmp_path / "log", grpc_port=grpc_port))
     elapsed_s = time.monotonic() - start
     err = capsys.readouterr().err
     assert code == 1
