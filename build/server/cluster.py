@@ -113,10 +113,12 @@ class Cluster:
         server = self.servers[index]
         return server.stop() if server is not None else None
 
-    def restart(self, index: int) -> None:
-        """Start replica ``index`` again on its old ports, and wait until the gateway counts it healthy."""
+    def restart(self, index: int, *, wait_for_gateway: bool = True) -> None:
+        """Start replica ``index`` again on its old ports (READY when this returns) and, unless told not
+        to, wait until the gateway counts it healthy."""
         self._start_replica(index)
-        self.gateway.wait_for_health({self.server_configs[index].grpc_url: True})
+        if wait_for_gateway:
+            self.gateway.wait_for_health({self.server_configs[index].grpc_url: True})
 
     def stop(self) -> Dict[str, Optional[int]]:
         """Drain every replica in parallel (the gateway still carries their answers back), then stop the

@@ -95,7 +95,7 @@ def measure_front(cluster: Cluster, keys: Sequence[str], front: Optional[NginxFr
     cluster.kill(1)
     cluster.gateway.wait_for_health({cluster.server_configs[1].grpc_url: False})
     during = ping(cluster, keys, front)
-    cluster._start_replica(1)  # READY on its old ports; the gateway has not been told
+    cluster.restart(1, wait_for_gateway=False)  # READY on its old ports; the gateway has not been told
     back_s = seconds_until_routed_back(cluster, next(k for k in keys if before[k] == victim), front, 1)
     cluster.gateway.wait_for_health({cluster.server_configs[1].grpc_url: True})
     time.sleep(0 if front is None else 11)  # nginx: every key's fail_timeout has run out
