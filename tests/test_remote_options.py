@@ -197,6 +197,7 @@ def test_keepalive_and_channel_args_reach_the_channel(grpc_url, images):
     assert arguments["grpc.keepalive_permit_without_calls"] == 1 and arguments["grpc.http2.max_pings_without_data"] == 2
     assert arguments["grpc.max_receive_message_length"] == 64 * 2**20  # channel_args win over ours
     assert arguments["grpc.max_send_message_length"] == 512 * 2**20 and arguments["grpc.primary_user_agent"] == "sam-test"
+    assert arguments["grpc.max_reconnect_backoff_ms"] == 2000  # a restarted server is reached in seconds
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,13 @@ MESSAGE_SIZE_ARGS = (
     ("grpc.max_send_message_length", 512 * 1024 * 1024),
     ("grpc.max_receive_message_length", 512 * 1024 * 1024),
 )
+#: gRPC's own reconnect backoff grows to 120 s by default: a channel that failed to connect while a
+#: server restarted could then refuse calls for minutes after it is back. Ours stays at most 2 s,
+#: like the client's retries (ops.RetryPolicy), so a call after a restart waits seconds, not minutes.
+RECONNECT_ARGS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 #: gRPC metadata keys: lowercase letters, digits, '-', '_' and '.' (tritonclient lowercases them).
 _HEADER_KEY = re.compile(r"^[0-9a-z_.-]+$")
 _RESERVED_PREFIXES = ("grpc-", ":")
@@ -120,7 +127,7 @@ class ChannelOptions:
 
     def channel_arguments(self) -> List[Tuple[str, Any]]:
         """The gRPC channel arguments: ours, the keepalive, then ``channel_args`` (which win)."""
-        arguments = dict(MESSAGE_SIZE_ARGS)
+        arguments = dict(MESSAGE_SIZE_ARGS + RECONNECT_ARGS)
         keepalive = self.keepalive_options
         if keepalive is not None:
             arguments.update(
