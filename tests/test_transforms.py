@@ -7,7 +7,14 @@ import pytest
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from sam_triton.client.predictor.transforms import apply_boxes, apply_coords, postprocess_masks, prepare_image, resize_image
+from sam_triton.client.predictor.transforms import (
+    apply_boxes,
+    apply_coords,
+    postprocess_masks,
+    postprocess_masks_transposed,
+    prepare_image,
+    resize_image,
+)
 
 SIZES = [(1200, 1800), (534, 800), (300, 451), (1024, 1024), (2000, 37), (1, 1), (17, 1025)]
 
@@ -48,3 +55,8 @@ def test_postprocess_equals_sam_postprocess_masks(tiny_sam, size):
     assert actual.shape == expected.shape == (2, 3, *size)
     assert np.max(np.abs(actual - expected)) <= 1e-4 * np.max(np.abs(expected))
     assert np.mean((actual > 0) == (expected > 0)) >= 0.9999
+    transposed = postprocess_masks_transposed(low_res, input_size, size)  # what sam_session encodes
+    assert transposed.shape == (2, 3, size[1], size[0]) and transposed.flags.c_contiguous
+    assert np.max(np.abs(transposed.swapaxes(-1, -2) - expected)) <= 1e-4 * np.max(np.abs(expected))
+    out = np.empty((2, 3, *size), np.float32)
+    assert postprocess_masks(low_res, input_size, size, out=out) is out and np.array_equal(out, actual)

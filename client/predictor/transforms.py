@@ -4,6 +4,8 @@ Preprocessing mirrors ``segment_anything.utils.transforms.ResizeLongestSide`` (P
 of the uint8 image, coordinates scaled per axis). Postprocessing mirrors ``Sam.postprocess_masks``
 (bilinear to 1024x1024, crop to the unpadded size, bilinear to the original size, all with
 ``align_corners=False``), written as two small interpolation matrices so that no torch is needed.
+The matrix of the long output side is applied as a few taps per output pixel (an upsampling
+bilinear weighs at most three low-res pixels per axis), which is ~3x faster than a dense product.
 """
 
 from __future__ import annotations
@@ -88,12 +90,69 @@ def _postprocess_matrices(input_size: Tuple[int, int], original_size: Tuple[int,
     return rows.astype(np.float32), np.ascontiguousarray(cols.T.astype(np.float32))
 
 
+#: The most taps per output pixel applied as taps; beyond (a strong downscale) a dense product is cheaper.
+MAX_TAPS = 8
+
+
+Taps = Tuple[np.ndarray, np.ndarray]
+
+
+def _operators(input_size: Tuple[int, int], original_size: Tuple[int, int], side: str) -> Tuple[np.ndarray, np.ndarray, Optional[Taps]]:
+    """(rows H x 256, cols 256 x W, the taps of ``side``'s matrix or None) of one postprocess."""
+    sizes = (int(input_size[0]), int(input_size[1])), (int(original_size[0]), int(original_size[1]))
+    return (*_postprocess_matrices(*sizes), _taps(*sizes, side))
+
+
+@lru_cache(maxsize=32)
+def _taps(input_size: Tuple[int, int], original_size: Tuple[int, int], side: str) -> Optional[Taps]:
+    """The nonzero weights of each output of an interpolation matrix: (index out x K, weight out x K), or None if K > MAX_TAPS."""
+    rows, cols = _postprocess_matrices(input_size, original_size)
+    matrix = rows if side == "rows" else np.ascontiguousarray(cols.T)  # out x 256
+    taps = int((matrix != 0).sum(axis=1).max())
+    if taps > MAX_TAPS:
+        return None
+    index = np.argsort(matrix == 0, axis=1, kind="stable")[:, :taps]  # the nonzero columns first, in order
+    return index, np.take_along_axis(matrix, index, axis=1)
+
+
+def _apply_taps(values: np.ndarray, taps: Taps, out: Optional[np.ndarray]) -> np.ndarray:
+    """...x256xB -> ...xOUTxB: each output row the weighted sum of a few rows of ``values`` (whole
+    rows gathered, so the work is a few multiply-adds of contiguous rows per output row)."""
+    index, weight = taps
+    shape = (*values.shape[:-2], len(index), values.shape[-1])
+    if out is None:
+        out = np.empty(shape, np.float32)
+    # One mask at a time: its HxW float32 (8.6 MB for 1800x1200) stays in cache between the taps.
+    flat_values = values.reshape(-1, *values.shape[-2:])
+    flat_out = out.reshape(-1, *shape[-2:])
+    gathered = np.empty(shape[-2:], np.float32)
+    for item in range(len(flat_values)):
+        source, target = np.ascontiguousarray(flat_values[item]), flat_out[item]
+        np.multiply(source[index[:, 0]], weight[:, 0, None], out=target)
+        for tap in range(1, index.shape[1]):
+            np.multiply(source[index[:, tap]], weight[:, tap, None], out=gathered)
+            target += gathered
+    return out
+
+
 def postprocess_masks(
     low_res: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int], *, out: Optional[np.ndarray] = None
 ) -> np.ndarray:
     """...x256x256 float32 logits -> ...xHxW float32 logits in the original image; Sam.postprocess_masks.
 
     ``out``: a float32 ...xHxW array to write the result into (no HxW temporary of our own)."""
-    rows, cols = _postprocess_matrices(tuple(int(v) for v in input_size), tuple(int(v) for v in original_size))
+    rows, cols, taps = _operators(input_size, original_size, "rows")
     low_res = np.asarray(low_res, dtype=np.float32)
-    return np.matmul(np.matmul(rows, low_res), cols, out=out)
+    if taps is None:
+        return np.matmul(np.matmul(rows, low_res), cols, out=out)
+    return _apply_taps(np.matmul(low_res, cols), taps, out)  # rows of (low-res x columns), H of them
+
+
+def postprocess_masks_transposed(low_res: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int]) -> np.ndarray:
+    """``postprocess_masks`` laid out column-major: ...xWxH (C-contiguous), whose ``swapaxes(-1, -2)``
+    is the HxW logits. COCO RLE runs down the columns, so the server encodes these without a transpose."""
+    rows, cols, taps = _operators(input_size, original_size, "cols")
+    along_rows = np.matmul(rows, np.asarray(low_res, dtype=np.float32)).swapaxes(-1, -2)  # ...x256xH
+    if taps is None:
+        return np.ascontiguousarray(np.matmul(cols.T, along_rows))
+    return _apply_taps(along_rows, taps, None)  # rows of (rows x low-res) transposed, W of them
