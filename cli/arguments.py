@@ -86,6 +86,13 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
 def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder-instances", type=int, default=1, help="Instances of sam_encoder (instance_group count).")
     parser.add_argument("--decoder-instances", type=int, default=1, help="Instances of sam_decoder (instance_group count).")
+    parser.add_argument(
+        "--encoder-nice",
+        type=int,
+        default=None,
+        help="The encoder's CPU priority (nice 0-19) on a python-model runtime, so that clicks preempt encodes on a"
+        " shared CPU; default: 10 on the CPU, 0 on a GPU.",
+    )
 
 
 def add_session_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +108,19 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=contract.DEFAULT_IDLE_TTL_S,
         help="Seconds after which a session nobody used is dropped.",
+    )
+    parser.add_argument(
+        "--session-open-workers",
+        type=int,
+        default=contract.DEFAULT_SESSION_OPEN_WORKERS,
+        help="sam_session's threads for opens (decoding an upload, then sam_encoder).",
+    )
+    parser.add_argument(
+        "--session-click-workers",
+        type=int,
+        default=contract.DEFAULT_SESSION_CLICK_WORKERS,
+        help="sam_session's threads for clicks (predict and close), apart from the opens' so a click never waits for"
+        " an open; 0 runs every operation one at a time.",
     )
 
 
@@ -233,11 +253,14 @@ def repository_options(args: argparse.Namespace) -> RepositoryOptions:
         decoder_instances=args.decoder_instances,
         instance_kind=getattr(args, "instance_kind", None),
         intra_op_threads=getattr(args, "threads", 0),
+        encoder_nice=getattr(args, "encoder_nice", None),
         decoder_cuda_graphs=args.decoder_cuda_graphs,
         decoder_engine=getattr(args, "decoder_engine", None),
         openvino=openvino_options(args) if hasattr(args, "performance_hint") else OpenVinoOptions(),
         session_store_bytes=getattr(args, "session_store_mib", contract.DEFAULT_STORE_BYTES // 2**20) * 2**20,
         session_idle_ttl_s=getattr(args, "session_idle_ttl_s", contract.DEFAULT_IDLE_TTL_S),
+        session_open_workers=getattr(args, "session_open_workers", contract.DEFAULT_SESSION_OPEN_WORKERS),
+        session_click_workers=getattr(args, "session_click_workers", contract.DEFAULT_SESSION_CLICK_WORKERS),
     )
 
 

@@ -196,6 +196,12 @@ MASK_BITS = b"B"
 DEFAULT_STORE_BYTES = 2 * 2**30
 DEFAULT_IDLE_TTL_S = 900.0
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+#: sam_session's worker threads (config.pbtxt parameters ``open_workers``, ``click_workers``): opens
+#: (an upload decoded, then sam_encoder) and clicks (predict, close: sam_decoder and the postprocess)
+#: run on lanes of their own, so a click never waits for an open ahead of it; 0 click workers runs
+#: every operation inside execute, one at a time (docs/studies/sessions_load.md measures both).
+DEFAULT_SESSION_OPEN_WORKERS = 1
+DEFAULT_SESSION_CLICK_WORKERS = 2
 
 OP = TensorSpec("op", "BYTES", (1,), doc="open, predict or close")
 SESSION_ID = TensorSpec("session_id", "BYTES", (1,), doc="the id open returned (32 hex digits)", optional=True)

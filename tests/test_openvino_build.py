@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from sam_triton.build.repository.assemble import RepositoryOptions, config_files
+from sam_triton.build.repository.assemble import DEFAULT_ENCODER_NICE, RepositoryOptions, config_files
 from sam_triton.build.repository.model_config import label_parameters
 from sam_triton.build.repository.openvino_options import OpenVinoOptions, bf16_problem, cpu_capabilities, require_native_bf16
 from sam_triton.cli.main import main
@@ -38,6 +38,7 @@ def test_openvino_runtime_runs_the_encoder_on_openvino_and_the_decoder_on_onnxru
         "INFERENCE_PRECISION_HINT": "f32",
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": "2",
+        "nice": str(DEFAULT_ENCODER_NICE),  # the encoder yields the CPU to clicks
     }
     assert _params(decoder) == {
         "engine": "onnxruntime",

@@ -11,7 +11,14 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from sam_triton.build.repository.assemble import RUNTIMES, RepositoryOptions, assemble, config_files, write_configs
+from sam_triton.build.repository.assemble import (
+    DEFAULT_ENCODER_NICE,
+    RUNTIMES,
+    RepositoryOptions,
+    assemble,
+    config_files,
+    write_configs,
+)
 from sam_triton.build.repository.model_config import config_text
 from sam_triton.client import contract
 from sam_triton.client.contract import Limits
@@ -75,7 +82,26 @@ def test_configs_parse_and_follow_the_contract(runtime):
     assert [t.name for t in session.output] == [s.name for s in contract.SESSION_OUTPUTS]
     assert session.instance_group[0].count == 1 and session.parameters["max_prompts"].string_value == "32"
     assert session.parameters["embedding_memory"].string_value == ("gpu" if runtime == "tensorrt" else "cpu")
+    assert session.parameters["open_workers"].string_value == str(contract.DEFAULT_SESSION_OPEN_WORKERS)
+    assert session.parameters["click_workers"].string_value == str(contract.DEFAULT_SESSION_CLICK_WORKERS)
     assert "sam_session/1/model.py" in files
+    # The encoder yields the CPU to clicks where it runs in a python stub on the CPU.
+    nice = encoder.parameters["nice"].string_value if "nice" in encoder.parameters else None
+    assert nice == (str(DEFAULT_ENCODER_NICE) if options.spec.python_model else None)
+
+
+def test_encoder_priority_and_session_lanes_are_checked():
+    assert RepositoryOptions(runtime="python", encoder_nice=0).encoder_priority == 0
+    assert RepositoryOptions(runtime="python", instance_kind="KIND_GPU").encoder_priority == 0
+    assert RepositoryOptions(runtime="tensorrt").encoder_priority == 0
+    with pytest.raises(ValueError, match="encoder nice 20: expected 0"):
+        RepositoryOptions(runtime="python", encoder_nice=20)
+    with pytest.raises(ValueError, match="--encoder-nice: the encoder runs in tritonserver's own process with --runtime onnxruntime"):
+        RepositoryOptions(runtime="onnxruntime", encoder_nice=5)
+    with pytest.raises(ValueError, match=r"session workers: 0 for opens \(expected >= 1\)"):
+        RepositoryOptions(session_open_workers=0)
+    serial = config_files(RepositoryOptions(session_click_workers=0))["sam_session/config.pbtxt"]
+    assert _parse(serial).parameters["click_workers"].string_value == "0"
 
 
 def _every_variant():

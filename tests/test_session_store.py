@@ -55,6 +55,10 @@ def test_idle_sessions_expire_and_use_keeps_them():
     clock.now = 15
     assert sessions.get(idle) is None and sessions.get(kept) is not None
     assert sessions.expirations == 1 and sessions.bytes_held == CHARGE
+    clock.now = 24  # a call on kept that began at 15 ends: it was in use all along
+    sessions.touch(kept)
+    clock.now = 30
+    assert sessions.get(kept) is not None
 
 
 def test_close_frees_and_counts():

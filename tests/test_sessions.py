@@ -12,15 +12,17 @@ import io
 import logging
 import socket
 import struct
+import threading
 import time
 import urllib.request
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from sam_triton.build.repository.assemble import RepositoryOptions, assemble
+from sam_triton.build.repository.assemble import DEFAULT_ENCODER_NICE, RepositoryOptions, assemble
 from sam_triton.build.repository.session_store import LOGITS_SLOT_BYTES
 from sam_triton.client import (
     AsyncSamClient,
@@ -31,6 +33,7 @@ from sam_triton.client import (
     SamClient,
 )
 from sam_triton.client.contract import EMBED_DIM, EMBED_SIZE, PREVIOUS_MASK, ROUTE_HEADER, SESSION_MODEL
+from sam_triton.perf.soak.process_tree import descendants
 from sam_triton.perf.studies.wire_proxy import CountingProxy
 
 from .conftest import IMAGES_DIR, serving
@@ -119,6 +122,66 @@ def test_set_image_file_and_session_logits(url, images):
         np.testing.assert_allclose(logits, want[2], atol=1e-4)
         with pytest.raises(InvalidInputError, match="image_file: empty"):
             client.set_image_file(b"")
+
+
+def test_a_click_does_not_wait_for_an_open_ahead_of_it(url, images):
+    """sam_session's lanes: while an open waits for a busy sam_encoder (kept busy by gRPC clients'
+    set_image), clicks on another session (sam_decoder only) started after it are answered before it."""
+    stop = threading.Event()
+
+    def keep_the_encoder_busy():
+        with SamClient(url, transport="grpc") as busy:
+            while not stop.is_set():
+                busy.set_image(images["dog"])
+
+    opened = {}
+
+    def open_one():
+        with SamClient(url, transport="session") as opener:
+            opened["start"] = time.perf_counter()
+            opener.set_image_file(IMAGES_DIR / "truck.jpg")
+            opened["end"] = time.perf_counter()
+
+    busy = [threading.Thread(target=keep_the_encoder_busy) for _ in range(3)]
+    opener = threading.Thread(target=open_one)
+    clicks = []
+    with SamClient(url, transport="session") as clicker:
+        clicker.set_image(images["groceries"])
+        clicker.predict(**CLICK)
+        try:
+            for thread in busy:
+                thread.start()
+            time.sleep(1.0)  # the encoder's queue is full
+            opener.start()
+            while opener.is_alive():
+                start = time.perf_counter()
+                clicker.predict(**CLICK)
+                clicks.append((start, time.perf_counter()))
+        finally:
+            stop.set()
+            for thread in [*busy, opener]:
+                thread.join(120)
+    assert "end" in opened, "the open failed"
+    during = [c for c in clicks if c[0] > opened["start"] + 0.1 and c[1] < opened["end"]]
+    assert during, f"no click answered during a {opened['end'] - opened['start']:.2f} s open: {clicks}"
+
+
+def thread_nice_values(pid):
+    """The nice value of each thread of a process (/proc/<pid>/task/<tid>/stat, field 19)."""
+    values = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        values.append(int(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return values
+
+
+def test_the_encoder_yields_the_cpu_to_clicks(session_server):
+    """On a CPU python runtime the encoder's stub runs its inference at the default nice value (its
+    health thread, started before initialize, at the server's), sam_session's at the server's."""
+    stubs = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in descendants(session_server.process.pid)}
+    encoder = next(pid for pid, cmd in stubs.items() if b"/sam_encoder/" in cmd)
+    session = next(pid for pid, cmd in stubs.items() if f"/{SESSION_MODEL}/".encode() in cmd)
+    assert DEFAULT_ENCODER_NICE in thread_nice_values(encoder) and 0 in thread_nice_values(encoder)
+    assert set(thread_nice_values(session)) == {0}
 
 
 def test_a_click_is_a_few_kilobytes_and_carries_the_route_header(url, images, caplog):
@@ -336,6 +399,37 @@ def test_the_async_client_and_auto_on_a_remote_address(url, images):
     host, port = url.rsplit(":", 1)
     with CountingProxy(host, int(port), listen_host=address) as proxy, SamClient(proxy.url) as client:
         assert client.transport == "session"
+
+
+def test_a_set_image_during_a_long_predict_batch_closes_the_old_session_after_it(url, images):
+    """AsyncSamClient: a set_image while predict_batch still has requests to send on the old
+    image's session closes that session once predict_batch is done, not under it (no re-open)."""
+    grid = np.stack(np.meshgrid(np.linspace(50, 750, 12), np.linspace(50, 480, 8)), -1).reshape(-1, 1, 2)  # 2 requests
+    finished = []
+
+    async def run():
+        async with AsyncSamClient(url, transport="session") as client:
+            await client.set_image(images["dog"])
+            old = client._core.current.session.session_id
+
+            async def long_batch():
+                result = await client.predict_batch(point_coords=grid, point_labels=np.ones((len(grid), 1)), multimask_output=False)
+                finished.append("predict_batch")
+                return result
+
+            async def replace_image():
+                await asyncio.sleep(0.2)
+                await client.set_image(images["groceries"])
+                finished.append("set_image")
+
+            (masks, iou, _), _ = await asyncio.gather(long_batch(), replace_image())
+            return client.reopens, old, masks, iou
+
+    reopens, old, masks, iou = asyncio.run(run())
+    assert finished == ["set_image", "predict_batch"], "the set_image did not land during predict_batch"
+    assert reopens == 0 and masks.shape == (96, 1, 534, 800) and iou.shape == (96, 1)
+    with SamClient(url, transport="grpc") as client, pytest.raises(ModelNotFoundError, match=f"session '{old}' is unknown"):
+        raw(client, op="close", session_id=old)  # closed after predict_batch
 
 
 def test_a_restarted_server_is_survived_transparently(session_server, url, images):

@@ -107,6 +107,9 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
         decoder_engine=DEFAULT_DECODER_ENGINE,
     ),
 }
+#: The encoder's nice value on a CPU python-model runtime: under CPU contention a click's work gets
+#: ~9 parts in 10 against an encode's (Linux's weights 1024 to 110); alone, an encode runs as fast.
+DEFAULT_ENCODER_NICE = 10
 #: The runtime `sam-triton build` and `sam-triton demo` write unless told otherwise: the fastest CPU
 #: runtime that keeps the end-to-end fidelity bar (measured in docs/studies/engine_rounds_vit_b.json
 #: and docs/studies/openvino_fidelity.json; the README's OpenVINO section quotes both); its decoder
@@ -132,6 +135,10 @@ class RepositoryOptions:
     decoder_instances: int = 1
     instance_kind: Optional[str] = None  # KIND_CPU / KIND_GPU; None takes the runtime's default
     intra_op_threads: int = 0  # inference threads per instance, either engine; 0: the runtime's default (all cores)
+    # The encoder's CPU priority (nice) in its python stub, so that a click's decoder and postprocess
+    # preempt an encode on a shared CPU (docs/studies/sessions_load.md); None: DEFAULT_ENCODER_NICE
+    # for a python-model runtime on the CPU, else 0 (the encoder runs on a GPU or in the server's process).
+    encoder_nice: Optional[int] = None
     encoder_queue_delay_us: int = 2000
     decoder_queue_delay_us: int = 500
     decoder_cuda_graphs: bool = False  # TensorRT only: capture CUDA graphs of the decoder's common shape
@@ -140,6 +147,8 @@ class RepositoryOptions:
     session_store_bytes: int = contract.DEFAULT_STORE_BYTES  # sam_session's store cap (README "Sessions")
     session_idle_ttl_s: float = contract.DEFAULT_IDLE_TTL_S
     session_max_image_pixels: int = contract.DEFAULT_MAX_IMAGE_PIXELS
+    session_open_workers: int = contract.DEFAULT_SESSION_OPEN_WORKERS  # sam_session's lanes (contract)
+    session_click_workers: int = contract.DEFAULT_SESSION_CLICK_WORKERS  # 0: one operation at a time
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -159,10 +168,27 @@ class RepositoryOptions:
         for name in ("session_store_bytes", "session_idle_ttl_s", "session_max_image_pixels"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.encoder_nice is not None and not 0 <= self.encoder_nice <= 19:
+            raise ValueError(f"encoder nice {self.encoder_nice}: expected 0 (as the server) to 19 (yield the most)")
+        if self.encoder_nice and not self.spec.python_model:
+            raise ValueError(f"--encoder-nice: the encoder runs in tritonserver's own process with --runtime {self.runtime}")
+        if self.session_open_workers < 1 or self.session_click_workers < 0:
+            raise ValueError(
+                f"session workers: {self.session_open_workers} for opens (expected >= 1) and"
+                f" {self.session_click_workers} for clicks (expected >= 0; 0 runs one operation at a time)"
+            )
         if self.openvino.precision == "int8" and not (self.spec.engine == "openvino" and self.spec.python_model):
             raise ValueError(f"precision int8: an INT8 encoder runs on --runtime openvino only (got {self.runtime})")
         if self.instance_kind == "KIND_GPU" and self.runs_openvino():
             raise ValueError("OpenVINO runs on the CPU here: --instance-kind KIND_GPU does not apply to its models")
+
+    @property
+    def encoder_priority(self) -> int:
+        """The nice value the encoder's stub takes: ``encoder_nice``, or the default for its runtime and kind."""
+        if self.encoder_nice is not None:
+            return self.encoder_nice
+        on_cpu = (self.instance_kind or self.spec.instance_kind) == "KIND_CPU"
+        return DEFAULT_ENCODER_NICE if self.spec.python_model and on_cpu else 0
 
     @property
     def spec(self) -> RuntimeSpec:
@@ -215,13 +241,16 @@ def _add_extra_blocks(config: ModelConfig, options: RepositoryOptions, model: st
 
 def session_parameters(options: RepositoryOptions) -> Dict[str, str]:
     """sam_session's config parameters: the store's bounds, the pixel cap, the decoder's prompt
-    limits, and where the encoder's output is kept (GPU memory when the encoder runs on a GPU)."""
+    limits, its worker lanes, and where the encoder's output is kept (GPU memory when the encoder
+    runs on a GPU)."""
     gpu = (options.instance_kind or options.spec.instance_kind) == "KIND_GPU"
     return {
         "store_bytes": str(options.session_store_bytes),
         "idle_ttl_s": f"{options.session_idle_ttl_s:g}",
         "max_image_pixels": str(options.session_max_image_pixels),
         "embedding_memory": "gpu" if gpu else "cpu",
+        "open_workers": str(options.session_open_workers),
+        "click_workers": str(options.session_click_workers),
         **limit_parameters(options.limits),
     }
 
@@ -241,7 +270,11 @@ def config_files(options: RepositoryOptions) -> Dict[str, str]:
             instance_kind=options.instance_kind or encoder.instance_kind,
             queue_delay_us=options.encoder_queue_delay_us,
             # "precision: int8" tells readers of the config (the perf report) what model.xml holds
-            parameters={**_runtime_parameters(options, encoder), **({"precision": "int8"} if options.int8_encoder else {})},
+            parameters={
+                **_runtime_parameters(options, encoder),
+                **({"precision": "int8"} if options.int8_encoder else {}),
+                **({"nice": str(options.encoder_priority)} if options.encoder_priority else {}),
+            },
             triton_batching=batching,
         ),
         contract.DECODER_MODEL: model_config(

@@ -103,8 +103,9 @@ def session_config(parameters: Dict[str, str]) -> ModelConfig:
 
     One CPU instance (count 1): the store lives in the model instance (a python stub process), so a
     second instance would hold a second store that the first one's sessions are unknown to. The
-    encoder and decoder it calls keep their own instances and batching. No batch dim: one request
-    is one operation on one session.
+    encoder and decoder it calls keep their own instances and batching. Within the instance, opens
+    and clicks run on lanes of worker threads (parameters ``open_workers``, ``click_workers``), so a
+    click does not wait for an open. No batch dim: one request is one operation on one session.
     """
     config = pb.ModelConfig(name=contract.SESSION_MODEL, backend="python", max_batch_size=0)
     _add_tensors(config.input, contract.SESSION_INPUTS, False)

@@ -6,12 +6,14 @@ session is charged its embedding's bytes plus one low-res logits slot (256x256 f
 is opened, so remembering a previous mask never grows the store past ``capacity_bytes``: opening
 evicts the least recently used sessions until the new one fits, and a session idle for more
 than ``idle_ttl_s`` is dropped at the next call. Ids are 128 random bits from ``secrets``, never
-derived from the image; the store has no call that lists them.
+derived from the image; the store has no call that lists them. Its calls hold one lock, so
+sam_session's open and click lanes (threads of one stub process) share it safely.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ class SessionStore:
         self._sessions: "OrderedDict[str, Session]" = OrderedDict()  # least recently used first
         self.bytes_held = 0
         self.hits = self.misses = self.evictions = self.expirations = 0
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -61,47 +64,59 @@ class SessionStore:
         charge = int(embedding_bytes) + LOGITS_SLOT_BYTES
         if charge > self.capacity_bytes:
             raise StoreFullError(f"a session needs {charge} bytes; the store holds at most {self.capacity_bytes}")
-        self.expire()
-        while self.bytes_held + charge > self.capacity_bytes:
-            _, evicted = self._sessions.popitem(last=False)
-            self.bytes_held -= evicted.charged_bytes
-            self.evictions += 1
-        session_id = secrets.token_hex(SESSION_ID_BYTES)
-        self._sessions[session_id] = Session(
-            embedding, (int(original_size[0]), int(original_size[1])), (int(input_size[0]), int(input_size[1])), charge, self._clock()
-        )
-        self.bytes_held += charge
-        return session_id
+        with self._lock:
+            self.expire()
+            while self.bytes_held + charge > self.capacity_bytes:
+                _, evicted = self._sessions.popitem(last=False)
+                self.bytes_held -= evicted.charged_bytes
+                self.evictions += 1
+            session_id = secrets.token_hex(SESSION_ID_BYTES)
+            self._sessions[session_id] = Session(
+                embedding, (int(original_size[0]), int(original_size[1])), (int(input_size[0]), int(input_size[1])), charge, self._clock()
+            )
+            self.bytes_held += charge
+            return session_id
 
     def get(self, session_id: str) -> Optional[Session]:
         """The session (now the most recently used), or None if unknown, closed, evicted or expired."""
-        self.expire()
-        session = self._sessions.get(session_id)
-        if session is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        session.last_used = self._clock()
-        self._sessions.move_to_end(session_id)
-        return session
+        with self._lock:
+            self.expire()
+            session = self._sessions.get(session_id)
+            if session is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            session.last_used = self._clock()
+            self._sessions.move_to_end(session_id)
+            return session
+
+    def touch(self, session_id: str) -> None:
+        """A call on the session ended: it was in use until now (a long predict does not count as idle)."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is not None:
+                session.last_used = self._clock()
+                self._sessions.move_to_end(session_id)
 
     def close(self, session_id: str) -> bool:
         """Forget a session; False if it was not held."""
-        session = self._sessions.pop(session_id, None)
-        if session is None:
-            return False
-        self.bytes_held -= session.charged_bytes
-        return True
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+            if session is None:
+                return False
+            self.bytes_held -= session.charged_bytes
+            return True
 
     def expire(self) -> int:
         """Drop every session idle for longer than ``idle_ttl_s``; returns how many."""
-        deadline = self._clock() - self.idle_ttl_s
-        dropped = 0
-        while self._sessions:
-            session_id, oldest = next(iter(self._sessions.items()))
-            if oldest.last_used >= deadline:
-                break
-            self.close(session_id)
-            dropped += 1
-        self.expirations += dropped
-        return dropped
+        with self._lock:
+            deadline = self._clock() - self.idle_ttl_s
+            dropped = 0
+            while self._sessions:
+                session_id, oldest = next(iter(self._sessions.items()))
+                if oldest.last_used >= deadline:
+                    break
+                self.close(session_id)
+                dropped += 1
+            self.expirations += dropped
+            return dropped

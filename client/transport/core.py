@@ -251,6 +251,8 @@ class SamCore(TransportFlows, SessionFlows):
         finally:
             with self._lock:
                 self._in_flight -= 1
+        if self.sessions_to_close and self.state == "open":  # the last call on a replaced image's session ended
+            yield from self.close_forgotten(self.timeout_s)
         if self.pool is not None:
             if self.state == "closed":  # a call that outlived close(): the channel is gone
                 for region in self.pool.surplus() + self.pool.take_quarantined():
@@ -281,9 +283,17 @@ class SamCore(TransportFlows, SessionFlows):
         self.forget_session(old)
 
     def forget_session(self, embedded: Optional[Embedded]) -> None:
-        """An image let go of: its session is closed on the server by the next call (``close_forgotten``)."""
+        """An image let go of: its session is closed on the server (``close_forgotten``) at the end
+        of the call that let it go, or of the last call still using it."""
         if embedded is not None and embedded.session is not None:
-            self.sessions_to_close.append(embedded.session)
+            with self._lock:
+                embedded.session.forgotten = True
+                self._close_when_unused(embedded.session)
+
+    def _close_when_unused(self, ref: SessionRef) -> None:
+        """Queue a forgotten session for closing once nobody holds it (call with the lock held)."""
+        if ref.forgotten and ref.holders == 0 and all(queued is not ref for queued in self.sessions_to_close):
+            self.sessions_to_close.append(ref)
 
     @property
     def current(self) -> Optional[Embedded]:
@@ -297,11 +307,20 @@ class SamCore(TransportFlows, SessionFlows):
                 raise NoImageSetError("An image must be set with .set_image(...) before mask prediction.")
             if current.placed is not None and self.pool is not None:
                 self.pool.retain(current.placed.region)
+            if current.session is not None:
+                current.session.holders += 1
             return current
 
     def release(self, embedded: Optional[Embedded]) -> None:
-        if embedded is not None and embedded.placed is not None and self.pool is not None:
+        """Let go of one hold on an image: its region may be reused, its session closed if forgotten."""
+        if embedded is None:
+            return
+        if embedded.placed is not None and self.pool is not None:
             self.pool.release(embedded.placed.region)
+        if embedded.session is not None:
+            with self._lock:
+                embedded.session.holders -= 1
+                self._close_when_unused(embedded.session)
 
     # -- model calls -------------------------------------------------------------------------
     def end_lease(self, region: Any, error: Optional[BaseException]) -> None:

@@ -55,11 +55,17 @@ class Upload:
 
 @dataclass
 class SessionRef:
-    """A session on the server: its id (replaced by a re-open), its routing key, its upload."""
+    """A session on the server: its id (replaced by a re-open), its routing key, its upload.
+
+    ``holders`` counts who uses it (the current image, each call in flight on it; ``SamCore``'s
+    hold_current/release); a session let go of (``forgotten``) is closed once none is left, so
+    a set_image during a long predict_batch does not close the session under that call."""
 
     session_id: str
     route: str
     upload: Upload
+    holders: int = 1  # the hold of whoever opened it
+    forgotten: bool = False
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -147,8 +153,12 @@ class SessionFlows:
 
     def close_forgotten(self, timeout_s: float) -> Flow:
         """Close the sessions of images the client let go of (``reset_image``, a replaced image)."""
-        while self.sessions_to_close:
-            yield from self.close_session(self.sessions_to_close.pop(), timeout_s)
+        while True:
+            try:
+                ref = self.sessions_to_close.pop(0)
+            except IndexError:  # none left (another thread may have taken the last)
+                return
+            yield from self.close_session(ref, timeout_s)
 
     def session_predict(
         self,

@@ -201,6 +201,13 @@ class TritonPythonModel:
         engine = _parameter(config, "engine", "onnxruntime")
         if engine not in ENGINES:
             raise ValueError(f"{self.model_name}: parameter 'engine' is {engine!r}; expected one of {sorted(ENGINES)}")
+        # Parameter ``nice``: this stub's CPU priority (the encoder's, so that a click's decoder and
+        # postprocess preempt an encode on a shared CPU). Linux keeps a nice value per thread: set
+        # before the engine starts its threads, which inherit it; the stub's health thread, started
+        # before initialize, keeps the server's.
+        nice = int(_parameter(config, "nice", "0"))
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         # An INT8 encoder is OpenVINO IR (model.xml + model.bin, NNCF's quantized model); else the ONNX graph.
         path = os.path.join(version_dir, "model.xml")

@@ -14,6 +14,12 @@ operation, named by the BYTES input ``op`` (README "Sessions"):
   smaller of COCO RLE and bit-packed, ``sam_triton.client.mask_codec``), ``low_res_masks`` if asked.
 - ``close``: ``session_id`` -> ``session_id``.
 
+Opens and clicks run on lanes of their own (worker threads, ``open_workers`` and ``click_workers``
+in config.pbtxt): execute() reads a request's inputs, hands it to its lane and returns at once, and
+the lane answers through the request's response sender, so a click never waits behind an open that
+is still encoding, while the store stays one (one instance, one process). ``click_workers`` 0 runs
+every operation inside execute(), one at a time.
+
 It imports sam_triton (the contract, SAM's numpy postprocess, the mask codec, the store and the
 upload decoder), so the python backend's environment needs the sam-triton package: the embedded
 server runs this interpreter's; the Docker image installs it in its venv. Bad input gets a Triton
@@ -23,6 +29,8 @@ raises out of execute(), so the server stays READY.
 
 import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -31,7 +39,7 @@ from sam_triton.build.repository.session_image import UploadError, decode_upload
 from sam_triton.build.repository.session_store import SessionStore, StoreFullError
 from sam_triton.client import contract
 from sam_triton.client.mask_codec import encode_mask
-from sam_triton.client.predictor.transforms import postprocess_masks
+from sam_triton.client.predictor.transforms import postprocess_masks_transposed
 
 SESSION_ID = re.compile(r"^[0-9a-f]{%d}$" % (2 * contract.SESSION_ID_BYTES))
 LABELS = tuple(float(value) for value in sorted(contract.LABEL_MEANINGS))
@@ -52,17 +60,20 @@ def _parameter(config, key, default):
     return entry["string_value"] if entry and entry.get("string_value", "") != "" else default
 
 
-def _input(request, name, required=False):
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        if required:
-            raise RequestError(f"input '{name}': missing; expected it with this op")
-        return None
-    return tensor.as_numpy()
+def _inputs(request):
+    """Input name -> a numpy copy of it: a lane reads them after execute() has returned."""
+    return {tensor.name(): np.array(tensor.as_numpy(), copy=True) for tensor in request.inputs()}
 
 
-def _flag(request, name, default):
-    value = _input(request, name)
+def _input(inputs, name, required=False):
+    value = inputs.get(name)
+    if value is None and required:
+        raise RequestError(f"input '{name}': missing; expected it with this op")
+    return value
+
+
+def _flag(inputs, name, default):
+    value = _input(inputs, name)
     return default if value is None else bool(value.reshape(-1)[0])
 
 
@@ -129,6 +140,15 @@ class TritonPythonModel:
         self.metrics = Metrics(self.model_name)
         self.metrics.update(self.store)
         self.operations = {contract.OP_OPEN: self._open, contract.OP_PREDICT: self._predict, contract.OP_CLOSE: self._close}
+        self.metrics_lock = threading.Lock()
+        open_workers = int(_parameter(config, "open_workers", str(contract.DEFAULT_SESSION_OPEN_WORKERS)))
+        click_workers = int(_parameter(config, "click_workers", str(contract.DEFAULT_SESSION_CLICK_WORKERS)))
+        self.lanes = None
+        if click_workers > 0:
+            self.lanes = {
+                "open": ThreadPoolExecutor(open_workers, thread_name_prefix="sam_session_open"),
+                "click": ThreadPoolExecutor(click_workers, thread_name_prefix="sam_session_click"),
+            }
 
     # -- BLS ---------------------------------------------------------------------------------
     def _infer(self, model, inputs, outputs, gpu_outputs=False):
@@ -164,8 +184,8 @@ class TritonPythonModel:
         return pb_utils.Tensor.from_dlpack(name, kept.to_dlpack())
 
     # -- operations --------------------------------------------------------------------------
-    def _session_id(self, request):
-        session_id = _text(_input(request, "session_id", required=True))
+    def _session_id(self, inputs):
+        session_id = _text(_input(inputs, "session_id", required=True))
         if not SESSION_ID.match(session_id):
             raise RequestError(
                 f"input 'session_id': {session_id[:40]!r} is not a session id; expected the"
@@ -173,32 +193,33 @@ class TritonPythonModel:
             )
         return session_id
 
-    def _session(self, request):
-        session_id = self._session_id(request)
+    def _session(self, inputs):
+        """(id, session) of a request's session_id; SessionMissing if the store no longer holds it."""
+        session_id = self._session_id(inputs)
         session = self.store.get(session_id)
         if session is None:
             raise SessionMissing(
                 f"session '{session_id}' is unknown or expired (closed, evicted from the store, idle for more than"
                 f" {self.store.idle_ttl_s:g} s, or the server restarted); open the image again"
             )
-        return session
+        return session_id, session
 
-    def _open(self, request):
-        data = _input(request, "image_file", required=True).reshape(-1)
+    def _open(self, inputs):
+        data = _input(inputs, "image_file", required=True).reshape(-1)
         if len(data) != 1:
             raise RequestError(f"input 'image_file': {len(data)} elements; expected one file")
-        original = _input(request, "original_size")
+        original = _input(inputs, "original_size")
         try:
             prepared = decode_upload(
                 bytes(data[0]), max_pixels=self.max_pixels, original_size=None if original is None else tuple(original.reshape(-1)[:2])
             )
         except UploadError as exc:
             raise RequestError(str(exc)) from exc
-        inputs = [
+        encoder_inputs = [
             pb_utils.Tensor(contract.IMAGE.name, prepared.image[None]),
             pb_utils.Tensor(contract.INPUT_SIZE.name, prepared.input_size[None]),
         ]
-        (output,) = self._infer(contract.ENCODER_MODEL, inputs, [contract.IMAGE_EMBEDDINGS.name], self.embedding_memory == "gpu")
+        (output,) = self._infer(contract.ENCODER_MODEL, encoder_inputs, [contract.IMAGE_EMBEDDINGS.name], self.embedding_memory == "gpu")
         embedding, nbytes = self._keep_embedding(output)
         input_size = tuple(int(v) for v in prepared.input_size)
         try:
@@ -211,9 +232,9 @@ class TritonPythonModel:
             pb_utils.Tensor("input_size", np.array(input_size, np.int32)),
         ]
 
-    def _prompts(self, request, session):
-        coords = _input(request, "point_coords", required=True)
-        labels = _input(request, "point_labels", required=True)
+    def _prompts(self, inputs, session):
+        coords = _input(inputs, "point_coords", required=True)
+        labels = _input(inputs, "point_labels", required=True)
         prompts, points = coords.shape[:2]
         if labels.shape != (prompts, points):
             raise RequestError(f"input 'point_labels': shape {list(labels.shape)}; expected {[prompts, points]} as point_coords")
@@ -237,34 +258,36 @@ class TritonPythonModel:
             )
         return coords.astype(np.float32), labels.astype(np.float32)
 
-    def _mask_inputs(self, request, session, prompts):
-        if _flag(request, "use_previous_mask", False):
+    def _mask_inputs(self, inputs, session, prompts):
+        if _flag(inputs, "use_previous_mask", False):
             if session.previous_logits is None:
                 raise RequestError("input 'use_previous_mask': this session has no previous mask; predict once without it first")
             return np.repeat(session.previous_logits[None], prompts, axis=0), np.ones(prompts, np.float32)
-        mask_input = _input(request, "mask_input")
+        mask_input = _input(inputs, "mask_input")
         if mask_input is None:
             return np.zeros((prompts, 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE), np.float32), np.zeros(prompts, np.float32)
-        has_mask = _input(request, "has_mask_input", required=True)
+        has_mask = _input(inputs, "has_mask_input", required=True)
         if mask_input.shape[0] != prompts or has_mask.shape != (prompts,):
             raise RequestError(f"input 'mask_input'/'has_mask_input': expected {prompts} prompts as point_coords")
         if not np.all(np.isfinite(mask_input)) or not np.all(np.isin(has_mask, (0.0, 1.0))):
             raise RequestError("input 'mask_input'/'has_mask_input': expected finite logits and has_mask_input 0 or 1")
         return mask_input, has_mask
 
-    def _predict(self, request):
-        session = self._session(request)
-        coords, labels = self._prompts(request, session)
-        mask_input, has_mask = self._mask_inputs(request, session, len(coords))
-        inputs = [
+    def _predict(self, inputs):
+        session_id, session = self._session(inputs)
+        coords, labels = self._prompts(inputs, session)
+        mask_input, has_mask = self._mask_inputs(inputs, session, len(coords))
+        decoder_inputs = [
             self._embedding_input(session.embedding),
             pb_utils.Tensor(contract.POINT_COORDS.name, coords[None]),
             pb_utils.Tensor(contract.POINT_LABELS.name, labels[None]),
             pb_utils.Tensor(contract.MASK_INPUT.name, np.ascontiguousarray(mask_input, np.float32)[None]),
             pb_utils.Tensor(contract.HAS_MASK_INPUT.name, np.ascontiguousarray(has_mask, np.float32)[None]),
         ]
-        iou, low_res = (t.as_numpy()[0] for t in self._infer(contract.DECODER_MODEL, inputs, [o.name for o in contract.DECODER_OUTPUTS]))
-        multimask = _input(request, "multimask_output")
+        iou, low_res = (
+            t.as_numpy()[0] for t in self._infer(contract.DECODER_MODEL, decoder_inputs, [o.name for o in contract.DECODER_OUTPUTS])
+        )
+        multimask = _input(inputs, "multimask_output")
         if multimask is not None:
             chosen = slice(1, None) if bool(multimask.reshape(-1)[0]) else slice(0, 1)
             iou, low_res = iou[:, chosen], low_res[:, chosen]
@@ -272,16 +295,18 @@ class TritonPythonModel:
         # Only one prompt's best mask is kept: the slot the store charged for (SAM's refinement recipe).
         session.previous_logits = np.array(low_res[0, int(np.argmax(iou[0]))][None]) if len(iou) == 1 else None
         outputs = [pb_utils.Tensor("iou_predictions", iou)]
-        if _flag(request, "return_masks", True):
-            full = postprocess_masks(low_res.reshape(-1, *low_res.shape[-2:]), session.input_size, session.original_size)
-            encoded = [encode_mask(mask > MASK_THRESHOLD) for mask in full]
+        if _flag(inputs, "return_masks", True):
+            # Column-major (WxH) logits: COCO RLE runs down the columns, so mask.T needs no copy to encode.
+            full = postprocess_masks_transposed(low_res.reshape(-1, *low_res.shape[-2:]), session.input_size, session.original_size)
+            encoded = [encode_mask((mask > MASK_THRESHOLD).T) for mask in full]
             outputs.append(_bytes_tensor("masks", np.array(encoded, dtype=np.object_).reshape(iou.shape)))
-        if _flag(request, "return_logits", False):
+        if _flag(inputs, "return_logits", False):
             outputs.append(pb_utils.Tensor("low_res_masks", low_res))
+        self.store.touch(session_id)  # in use until now: the idle TTL counts from here
         return outputs
 
-    def _close(self, request):
-        session_id = self._session_id(request)
+    def _close(self, inputs):
+        session_id = self._session_id(inputs)
         if not self.store.close(session_id):
             raise SessionMissing(f"session '{session_id}' is unknown or expired; nothing to close")
         return [_bytes_tensor("session_id", [session_id.encode()])]
@@ -293,27 +318,71 @@ class TritonPythonModel:
         error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
         return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
-    def _handle(self, request):
-        op = _text(_input(request, "op", required=True))
-        operation = self.operations.get(op)
-        if operation is None:
-            raise RequestError(f"input 'op': {op[:40]!r}; expected one of {list(contract.SESSION_OPS)}")
-        return pb_utils.InferenceResponse(output_tensors=operation(request))
+    def _respond(self, inputs):
+        """One operation's response, or its error: never raises, so the server stays READY."""
+        try:
+            if isinstance(inputs, RequestError):
+                raise inputs
+            op = _text(_input(inputs, "op", required=True))
+            operation = self.operations.get(op)
+            if operation is None:
+                raise RequestError(f"input 'op': {op[:40]!r}; expected one of {list(contract.SESSION_OPS)}")
+            return pb_utils.InferenceResponse(output_tensors=operation(inputs))
+        except RequestError as exc:
+            return self._error(str(exc), "INVALID_ARG")
+        except SessionMissing as exc:
+            return self._error(str(exc), "NOT_FOUND")
+        except Exception as exc:  # never let a request take the stub down
+            return self._error(f"{self.model_name} failed: {type(exc).__name__}: {exc}", "INTERNAL")
+
+    def _update_metrics(self):
+        with self.metrics_lock:
+            self.metrics.update(self.store)
+
+    def _lane(self, inputs):
+        """The open lane for an open, the click lane for the rest (a bad op is answered there too)."""
+        op = inputs.get("op") if isinstance(inputs, dict) else None
+        is_open = op is not None and op.size == 1 and _text(op) == contract.OP_OPEN
+        assert self.lanes is not None  # execute() hands requests to lanes only when there are some
+        return self.lanes["open" if is_open else "click"]
+
+    def _answer(self, inputs, sender):
+        """A lane's work: the response, through the request's sender (one response, FINAL)."""
+        if sender.is_cancelled():
+            response = self._error(f"{self.model_name}: the request was cancelled before it ran", "CANCELLED")
+        else:
+            response = self._respond(inputs)
+        try:
+            sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as exc:  # the client went away; nothing left to answer
+            pb_utils.Logger.log_warn(f"{self.model_name}: a response could not be sent: {exc}")
+        self._update_metrics()
 
     def execute(self, requests):
-        responses = []
+        """With lanes: each request to its lane, and None back to Triton at once, so the instance
+        takes the next request (a click) while an open still runs. A non-decoupled python model may
+        answer this way: one response per request, sent with the FINAL flag by its response sender.
+        Without lanes (click_workers 0): the responses, in turn."""
+        if self.lanes is None:
+            responses = [self._respond(self._read(request)) for request in requests]
+            self._update_metrics()
+            return responses
         for request in requests:
-            try:
-                responses.append(self._handle(request))
-            except RequestError as exc:
-                responses.append(self._error(str(exc), "INVALID_ARG"))
-            except SessionMissing as exc:
-                responses.append(self._error(str(exc), "NOT_FOUND"))
-            except Exception as exc:  # never let a request take the stub down
-                responses.append(self._error(f"{self.model_name} failed: {type(exc).__name__}: {exc}", "INTERNAL"))
-        self.metrics.update(self.store)
-        return responses
+            inputs = self._read(request)
+            self._lane(inputs).submit(self._answer, inputs, request.get_response_sender())
+        return None
+
+    @staticmethod
+    def _read(request):
+        """A request's inputs, or the RequestError saying why they cannot be read (``_respond`` answers it)."""
+        try:
+            return _inputs(request)
+        except Exception as exc:
+            return RequestError(f"the request's inputs cannot be read: {type(exc).__name__}: {exc}")
 
     def finalize(self):
+        """Triton unloads a model once its requests are answered; the lanes are idle by then."""
+        for lane in (self.lanes or {}).values():
+            lane.shutdown(wait=True)
         self.store = None
         self.metrics.close()
