@@ -3,7 +3,7 @@
     python -m sam_triton.perf.studies.sessions_link --out docs/studies/sessions
 
 Starts its own embedded tritonserver on the tiny preset (python runtime; ``--preset`` for
-another). For each link (``--links``: Mbit/s and round-trip ms, shaped in user space by perf's
+another preset, or a checkpoint's path: a trained model's masks are what a user's clicks carry). For each link (``--links``: Mbit/s and round-trip ms, shaped in user space by perf's
 counting proxy) and each transport (grpc, session) one client sets the truck photo
 ``--set-images`` times and clicks ``--clicks`` points; bytes are counted by the proxy, times are
 wall clock per call (p50/p95). A click is ``predict(point, multimask_output=True)``: three masks at
@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sam_triton.build.export.pipeline import ModelChoice, prepare_onnx
+from sam_triton.build.models.presets import PRESETS
 from sam_triton.build.repository.session_store import LOGITS_SLOT_BYTES
 from sam_triton.build.server.tritonserver import default_cache_dir
 from sam_triton.client import SamClient
@@ -161,7 +162,8 @@ def markdown(report: Dict[str, Any]) -> str:
         "# Sessions: bytes and latency on shaped links, and the store's memory bound",
         "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; preset {report['preset']} (seeded random weights), python runtime, truck photo 1800x1200.",
+        f"Machine: {report['machine']}; model {report['preset']}"
+        f"{' (seeded random weights)' if report['preset'] in PRESETS else ''}, python runtime, truck photo 1800x1200.",
         "",
         "## Uploads (bytes)",
         "",
@@ -191,21 +193,23 @@ def markdown(report: Dict[str, Any]) -> str:
     lines += [
         "",
         "Reading these figures: a click's compute is mostly SAM's postprocess of three masks to the",
-        "photo's 1800x1200 (two float32 matrix products per mask), done by the client with grpc and by",
-        "the server with session, on the same 2 shared cores here. The seeded random weights of the",
+        "photo's 1800x1200 (a float32 matrix product and three taps per mask), done by the client with",
+        "grpc and by the server with session, on the same 2 shared cores here. The seeded random weights of the",
         "presets draw noisy masks (blobs of a few pixels, ~145k runs per mask), so their COCO RLE is",
         "~140-180 KB a mask (encoded in ~30 ms, decoded in ~25 ms); a trained SAM's mask is a few blobs",
         "whose RLE is a few KB, which these weights cannot show (no checkpoint download on this machine).",
-        "",
-        "In the store run, the store's own process (sam_session's stub) grows by the cap and then stays",
-        "flat however many more sessions are opened; the server's total grows once, during the first",
-        "fill, in the other python stubs (sam_encoder's, and the shared-memory pool the python backend",
-        "maps into each stub, counted in every process that touched it), and stays flat after it.",
     ]
-    m = report["store_memory"]
+    m = report.get("store_memory")
+    if m is None:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "## Store memory",
+        "",
+        "The store's own process (sam_session's stub) grows by the cap and then stays flat however many",
+        "more sessions are opened; the server's total grows once, during the first fill, in the other",
+        "python stubs (sam_encoder's, and the shared-memory pool the python backend maps into each stub,",
+        "counted in every process that touched it), and stays flat after it.",
         "",
         f"A store of {m['store_mib']} MiB ({m['capacity_sessions']} sessions); {m['opens']} opens after a baseline"
         " (one session opened and closed).",
@@ -231,18 +235,18 @@ def parse_link(text: str) -> Tuple[float, float]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sam_triton.perf.studies.sessions_link", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="Write <out>.json and <out>.md.")
-    parser.add_argument("--preset", default="tiny", help="The model (a preset name) to serve.")
+    parser.add_argument("--preset", default="tiny", help="The model to serve: a preset name (seeded random weights) or a checkpoint path.")
     parser.add_argument("--links", default="100@20,1000@1", help="Comma-separated links, each MBIT@RTT_MS.")
     parser.add_argument("--transports", default="grpc,session", help="Comma-separated transports to measure.")
     parser.add_argument("--clicks", type=int, default=10, help="Clicks per link and transport.")
     parser.add_argument("--set-images", type=int, default=3, help="set_image calls per link and transport.")
-    parser.add_argument("--store-mib", type=int, default=64, help="The store of the memory run, in MiB.")
+    parser.add_argument("--store-mib", type=int, default=64, help="The store of the memory run, in MiB; 0: no memory run.")
     parser.add_argument("--cache-dir", type=Path, default=None, help="The cache of exports and backends.")
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or default_cache_dir()
     work = cache_dir / "sessions_link"  # repositories and server logs: never next to the results
     work.mkdir(parents=True, exist_ok=True)
-    onnx_dir, _ = prepare_onnx(ModelChoice(model_type=args.preset), cache_dir=cache_dir)
+    onnx_dir, _ = prepare_onnx(ModelChoice.parse(args.preset), cache_dir=cache_dir)
     image = load_image(PHOTOS / "truck.jpg")
     clicks = click_points(image.shape[0], image.shape[1], args.clicks)
     report: Dict[str, Any] = {
@@ -266,7 +270,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["loopback_click"] = {t: loopback_clicks(url, t, image, clicks) for t in [*transports, "shm"]}
     finally:
         server.stop()
-    report["store_memory"] = store_memory(work / "store_repository", onnx_dir, cache_dir, args.store_mib, work)
+    if args.store_mib > 0:
+        report["store_memory"] = store_memory(work / "store_repository", onnx_dir, cache_dir, args.store_mib, work)
     write_report(args.out, report, markdown(report))
     return 0
 
