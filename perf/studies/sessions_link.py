@@ -3,8 +3,9 @@
     python -m sam_triton.perf.studies.sessions_link --out docs/studies/sessions
 
 Starts its own embedded tritonserver on the tiny preset (python runtime; ``--preset`` for
-another preset, or a checkpoint's path: a trained model's masks are what a user's clicks carry). For each link (``--links``: Mbit/s and round-trip ms, shaped in user space by perf's
-counting proxy) and each transport (grpc, session) one client sets the truck photo
+another preset, or a checkpoint's path: a trained model's masks are what a user's clicks carry).
+For each link (``--links``: Mbit/s and round-trip ms, shaped in user space by perf's counting
+proxy) and each transport (grpc, session) one client sets the truck photo
 ``--set-images`` times and clicks ``--clicks`` points; bytes are counted by the proxy, times are
 wall clock per call (p50/p95). A click is ``predict(point, multimask_output=True)``: three masks at
 the photo's size, upsampled by the client (grpc) or by the server (session). Then a second server

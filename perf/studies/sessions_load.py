@@ -6,10 +6,10 @@ Starts its own embedded tritonserver on the tiny preset (python runtime), once p
 round, alternating (``MODES``): sam_session running one operation at a time
 (``--session-click-workers 0``, the model before its lanes: a click waits for the open ahead of
 it), with its lanes (opens and clicks on threads of their own), and with the lanes and the
-encoder's stub at a lower CPU priority (``--encoder-nice``, 10 by default on the CPU). In each, one client clicks ``--clicks`` times on the
-truck photo's session, first with nothing else running, then while ``--openers`` other clients
-open sessions in a loop (each open runs sam_encoder through BLS). Writes ``<out>.json`` and
-``<out>.md``.
+encoder's stub at a lower CPU priority (``--encoder-nice``, 10 by default on the CPU). In each,
+one client clicks ``--clicks`` times on the truck photo's session, first with nothing else
+running, then while ``--openers`` other clients open sessions in a loop (each open runs
+sam_encoder through BLS). Writes ``<out>.json`` and ``<out>.md``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -34,16 +34,18 @@ from .sessions_link import PHOTOS, percentiles
 from .transports import click_points
 
 
-def clicks_ms(client: SamClient, points: Sequence[np.ndarray]) -> List[float]:
+def seconds_each(call: Callable[[Any], Any], args: Iterable[Any]) -> List[float]:
+    """Wall-clock seconds of ``call(arg)`` for each arg, in turn."""
     times = []
-    for point in points:
+    for arg in args:
         start = time.perf_counter()
-        client.predict(point_coords=point, point_labels=np.array([1]))
+        call(arg)
         times.append(time.perf_counter() - start)
     return times
 
 
-def measure(url: str, image: np.ndarray, clicks: int, openers: int) -> Dict[str, Any]:
+def measure(url: str, image: np.ndarray, clicks: int, openers: int) -> Dict[str, List[float]]:
+    """One server's samples in seconds: clicks idle and under encode load, opens meanwhile and alone."""
     points = click_points(image.shape[0], image.shape[1], clicks)
     stop = threading.Event()
     opens: List[float] = []
@@ -57,34 +59,24 @@ def measure(url: str, image: np.ndarray, clicks: int, openers: int) -> Dict[str,
 
     with SamClient(url, transport="session", timeout_s=300) as opener:
         opener.set_image(image)  # warm
-        alone = []
-        for _ in range(3):
-            start = time.perf_counter()
-            opener.set_image(image)
-            alone.append(time.perf_counter() - start)
+        alone = seconds_each(lambda _: opener.set_image(image), range(3))
     with SamClient(url, transport="session", timeout_s=300) as client:
+
+        def click(point: np.ndarray) -> None:
+            client.predict(point_coords=point, point_labels=np.array([1]))
+
         client.set_image(image)
-        client.predict(point_coords=points[0], point_labels=np.array([1]))
-        idle = clicks_ms(client, points)
+        click(points[0])
+        idle = seconds_each(click, points)
         threads = [threading.Thread(target=open_loop, daemon=True) for _ in range(openers)]
         for thread in threads:
             thread.start()
         time.sleep(1.0)  # the openers are running
-        loaded = clicks_ms(client, points)
+        loaded = seconds_each(click, points)
         stop.set()
         for thread in threads:
             thread.join(300)
-    return {
-        "idle": percentiles(idle),
-        "under_encode_load": percentiles(loaded),
-        "opens_during": len(opens),
-        "open": percentiles(opens),
-        "open_alone": percentiles(alone),
-        "idle_s": idle,
-        "open_alone_s": alone,
-        "loaded_s": loaded,
-        "open_s": opens,
-    }
+    return {"idle_s": idle, "loaded_s": loaded, "open_s": opens, "open_alone_s": alone}
 
 
 #: mode -> RepositoryOptions fields: before (one operation at a time, the encoder at the server's
@@ -100,8 +92,19 @@ MODES: Dict[str, Dict[str, int]] = {
 }
 
 
-def merged(rounds: List[Dict[str, Any]], key: str) -> List[float]:
-    return [t for r in rounds for t in r[key]]
+def summary(rounds: List[Dict[str, List[float]]]) -> Dict[str, Any]:
+    """One mode's figures over all its rounds' samples."""
+
+    def merged(key: str) -> List[float]:
+        return [t for r in rounds for t in r[key]]
+
+    return {
+        "idle": percentiles(merged("idle_s")),
+        "under_encode_load": percentiles(merged("loaded_s")),
+        "open": percentiles(merged("open_s")),
+        "open_alone": percentiles(merged("open_alone_s")),
+        "opens_during": len(merged("open_s")),
+    }
 
 
 def markdown(report: Dict[str, Any]) -> str:
@@ -152,7 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work = cache_dir / "sessions_load"
     onnx_dir, _ = prepare_onnx(ModelChoice(model_type=args.preset), cache_dir=cache_dir)
     image = load_image(PHOTOS / "truck.jpg")
-    rounds: Dict[str, List[Dict[str, Any]]] = {mode: [] for mode in MODES}
+    rounds: Dict[str, List[Dict[str, List[float]]]] = {mode: [] for mode in MODES}
     for round_index in range(args.rounds):
         for mode, options in MODES.items():
             server = serve_python_repository(
@@ -162,24 +165,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 rounds[mode].append(measure(server.config.grpc_url, image, args.clicks, args.openers))
             finally:
                 server.stop()
-            print(f"round {round_index + 1} {mode}: {rounds[mode][-1]['under_encode_load']}", flush=True)
+            print(f"round {round_index + 1} {mode}: {percentiles(rounds[mode][-1]['loaded_s'])}", flush=True)
     report = {
         "command": command("sessions_load", argv),
         "machine": machine(),
         "preset": args.preset,
         "openers": args.openers,
         "rounds": args.rounds,
-        "modes": {
-            mode: {
-                "options": MODES[mode],
-                "idle": percentiles(merged(r, "idle_s")),
-                "under_encode_load": percentiles(merged(r, "loaded_s")),
-                "open": percentiles(merged(r, "open_s")),
-                "open_alone": percentiles(merged(r, "open_alone_s")),
-                "opens_during": sum(x["opens_during"] for x in r),
-            }
-            for mode, r in rounds.items()
-        },
+        "modes": {mode: {"options": MODES[mode], **summary(r)} for mode, r in rounds.items()},
     }
     write_report(args.out, report, markdown(report))
     return 0
